@@ -1,0 +1,117 @@
+"""A Python client for the signaling protocol (used by lab peers and bots)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Self
+
+import aiohttp
+import msgspec
+
+from ..exceptions import LabTimeoutError, ProtocolError, SignalingError
+from . import messages as m
+
+__all__ = ["SignalingClient"]
+
+logger = logging.getLogger(__name__)
+
+
+class SignalingClient:
+    """One WebSocket to the signaling server.
+
+    ``join()`` waits for ``room-joined``; afterwards :meth:`recv` yields the
+    messages the server sends (peer-joined, relayed offers, errors, ...).
+    """
+
+    def __init__(self, url: str, *, token: str | None = None) -> None:
+        self.url = url
+        self.token = token
+        self.user_id: str | None = None
+        self.room_id: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._closed = False
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        if self._ws is not None:
+            return
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        self._session = aiohttp.ClientSession()
+        try:
+            self._ws = await self._session.ws_connect(
+                self.url,
+                headers=headers,
+                timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                max_msg_size=0,
+                autoping=True,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            await self._session.close()
+            self._session = None
+            raise SignalingError(f"cannot connect to signaling server {self.url}: {exc}") from exc
+
+    async def join(self, room_id: str, user_id: str, timeout: float = 10.0) -> list[str]:
+        """Join ``room_id`` as ``user_id``; return the ids already in the room."""
+        await self.connect()
+        await self.send(m.Join(roomId=room_id, userId=user_id))
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await self.recv()
+        except TimeoutError:
+            raise LabTimeoutError(f'no answer to join room "{room_id}" as "{user_id}"') from None
+        if isinstance(reply, m.Error):
+            raise SignalingError(reply.message, code=reply.code)
+        if not isinstance(reply, m.RoomJoined):
+            raise SignalingError(f"expected room-joined, got {reply!r}")
+        self.user_id, self.room_id = user_id, room_id
+        return list(reply.peers)
+
+    async def send(self, message: msgspec.Struct) -> None:
+        if self._ws is None or self._ws.closed:
+            raise SignalingError("the signaling connection is not open")
+        await self._ws.send_frame(m.encode(message), aiohttp.WSMsgType.TEXT)
+
+    async def recv(self) -> m.ServerMessage:
+        """The next server message; raises SignalingError when the socket closes."""
+        if self._ws is None:
+            raise SignalingError("the signaling connection is not open")
+        while True:
+            msg = await self._ws.receive()
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    return m.decode_server_message(msg.data)
+                except ProtocolError as exc:
+                    logger.warning("ignoring server message: %s", exc)
+                    continue
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                raise SignalingError(
+                    f"signaling connection closed (code {self._ws.close_code})",
+                    code=str(self._ws.close_code),
+                )
+
+    @property
+    def closed(self) -> bool:
+        return self._ws is None or self._ws.closed
+
+    async def close(self) -> None:
+        """Close the socket; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,177 @@
+"""The signaling dispatcher: rooms, rosters and relaying, independent of sockets.
+
+The dispatcher is synchronous and never blocks: it hands encoded messages to
+:meth:`Member.deliver`, which must only enqueue them.  The aiohttp server (and
+the property-based tests) drive it with raw messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from ..exceptions import ProtocolError
+from . import messages as m
+
+__all__ = ["Dispatcher", "Member"]
+
+logger = logging.getLogger(__name__)
+
+
+class Member(Protocol):
+    """One connected socket as the dispatcher sees it."""
+
+    user_id: str | None
+    room_id: str | None
+
+    def deliver(self, data: bytes) -> None:
+        """Queue an encoded message for this member; must not block."""
+
+
+class Dispatcher:
+    """Rooms of members, keyed by user id, with the seed's message flow.
+
+    Invariants: a user id belongs to at most one member; a member is in at most
+    one room; messages are only relayed between members of the same room.
+    """
+
+    def __init__(self, *, max_room_size: int = 32) -> None:
+        if max_room_size < 1:
+            raise ValueError(f"max_room_size must be at least 1, got {max_room_size}")
+        self.max_room_size = max_room_size
+        self._users: dict[str, Member] = {}
+        self._rooms: dict[str, dict[str, Member]] = {}
+
+    # --- introspection ---------------------------------------------------------
+
+    def rooms(self) -> dict[str, list[str]]:
+        """A snapshot of every room's roster, in join order."""
+        return {room_id: list(members) for room_id, members in self._rooms.items()}
+
+    def roster(self, room_id: str) -> list[str]:
+        return list(self._rooms.get(room_id, ()))
+
+    @property
+    def user_count(self) -> int:
+        return len(self._users)
+
+    # --- input -----------------------------------------------------------------
+
+    def handle(self, member: Member, data: bytes | str) -> None:
+        """Handle one raw message from ``member``; protocol errors go back to it."""
+        try:
+            message = m.decode_client_message(data)
+            self._dispatch(member, message)
+        except ProtocolError as exc:
+            self.reject(member, exc)
+
+    def reject(self, member: Member, exc: ProtocolError) -> None:
+        """Tell ``member`` that its message was refused; no state changes."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("refused message from %r: %s %s", member.user_id, exc.code, exc.message)
+        member.deliver(m.encode(m.Error(message=exc.message, code=exc.code)))
+
+    def disconnect(self, member: Member) -> None:
+        """Forget a member whose socket closed (peer-left to its room)."""
+        if member.user_id is not None and member.room_id is not None:
+            self._remove(member)
+
+    # --- protocol ---------------------------------------------------------------
+
+    def _dispatch(self, member: Member, message: m.ClientMessage) -> None:
+        if isinstance(message, m.Join):
+            self._join(member, message)
+            return
+        user_id = member.user_id
+        if user_id is None or member.room_id is None:
+            raise ProtocolError(
+                "not-joined", f'cannot handle "{_type_of(message)}": join a room first'
+            )
+        if isinstance(message, m.Leave):
+            if message.roomId != member.room_id:
+                raise ProtocolError(
+                    "not-in-room",
+                    f'cannot leave room "{message.roomId}" as "{user_id}": '
+                    f'the user is in room "{member.room_id}"',
+                )
+            self._remove(member)
+            return
+
+        target = self._target(member, user_id, message.to, _type_of(message))
+        relayed: m.RelayedOffer | m.RelayedAnswer | m.RelayedIceCandidate
+        if isinstance(message, m.Offer):
+            relayed = m.RelayedOffer(from_=user_id, to=message.to, sdp=message.sdp)
+        elif isinstance(message, m.Answer):
+            relayed = m.RelayedAnswer(from_=user_id, to=message.to, sdp=message.sdp)
+        else:
+            relayed = m.RelayedIceCandidate(
+                from_=user_id, to=message.to, candidate=message.candidate
+            )
+        target.deliver(m.encode(relayed))
+
+    def _target(self, member: Member, user_id: str, to: str, kind: str) -> Member:
+        if to == user_id:
+            raise ProtocolError("invalid-target", f'cannot send "{kind}" to oneself ("{to}")')
+        room = self._rooms.get(member.room_id or "", {})
+        target = room.get(to)
+        if target is None:
+            raise ProtocolError(
+                "unknown-peer",
+                f'cannot send "{kind}" to "{to}": no such user in room "{member.room_id}"',
+            )
+        return target
+
+    def _join(self, member: Member, message: m.Join) -> None:
+        room_id, user_id = message.roomId, message.userId
+        if member.user_id is not None:
+            raise ProtocolError(
+                "already-joined",
+                f'cannot join room "{room_id}" as "{user_id}": this connection is already '
+                f'in room "{member.room_id}" as "{member.user_id}"',
+            )
+        if user_id in self._users:
+            raise ProtocolError(
+                "user-id-taken",
+                f'cannot join room "{room_id}" as "{user_id}": that user id is connected',
+            )
+        room = self._rooms.get(room_id)
+        if room is not None and len(room) >= self.max_room_size:
+            raise ProtocolError(
+                "room-full",
+                f'cannot join room "{room_id}" as "{user_id}": '
+                f"the room is full ({self.max_room_size} members)",
+            )
+        if room is None:
+            room = self._rooms[room_id] = {}
+        existing = list(room)
+        member.user_id, member.room_id = user_id, room_id
+        self._users[user_id] = member
+        member.deliver(m.encode(m.RoomJoined(peers=existing, roomId=room_id, userId=user_id)))
+        if existing:
+            data = m.encode(m.PeerJoined(peerId=user_id))
+            for other in room.values():
+                other.deliver(data)
+        room[user_id] = member
+        logger.debug('"%s" joined room "%s" (%d members)', user_id, room_id, len(room))
+
+    def _remove(self, member: Member) -> None:
+        user_id, room_id = member.user_id, member.room_id
+        assert user_id is not None and room_id is not None
+        member.user_id = member.room_id = None
+        if self._users.get(user_id) is member:
+            del self._users[user_id]
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        room.pop(user_id, None)
+        if not room:
+            del self._rooms[room_id]
+            return
+        data = m.encode(m.PeerLeft(peerId=user_id))
+        for other in room.values():
+            other.deliver(data)
+        logger.debug('"%s" left room "%s"', user_id, room_id)
+
+
+def _type_of(message: m.ClientMessage) -> str:
+    return type(message).__struct_config__.tag  # type: ignore[return-value]

@@ -1,0 +1,274 @@
+"""The embedded signaling server: aiohttp, one WebSocket per client at ``/signal``."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import logging
+import socket
+import time
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..exceptions import ConfigurationError, ProtocolError
+from .rooms import Dispatcher
+
+__all__ = ["SignalingServer"]
+
+logger = logging.getLogger(__name__)
+
+# Close codes sent to misbehaving clients (RFC 6455 section 7.4.1).
+CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION
+CLOSE_TOO_BIG = WSCloseCode.MESSAGE_TOO_BIG
+CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER
+
+
+_BINARY_REFUSED = ProtocolError("binary-frame", "binary frames are not accepted: send JSON text")
+
+
+class _Client:
+    """One WebSocket: the dispatcher's member plus a bounded outbox and its writer task."""
+
+    __slots__ = (
+        "user_id",
+        "room_id",
+        "ws",
+        "_outbox",
+        "_wakeup",
+        "_max_queue",
+        "overflowed",
+        "writer",
+        "_tokens",
+        "_stamp",
+        "rate",
+        "burst",
+    )
+
+    def __init__(self, ws: web.WebSocketResponse, max_queue: int, rate: float, burst: float):
+        self.user_id: str | None = None
+        self.room_id: str | None = None
+        self.ws = ws
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._max_queue = max_queue
+        self.overflowed = False
+        self.rate, self.burst = rate, burst
+        self._tokens, self._stamp = burst, time.monotonic()
+        self.writer: asyncio.Task[None] | None = None
+
+    def deliver(self, data: bytes) -> None:
+        if self.overflowed:
+            return
+        if len(self._outbox) >= self._max_queue:
+            # A client that does not read must never block its room: drop it.
+            self.overflowed = True
+            self._outbox.clear()
+        else:
+            self._outbox.append(data)
+        self._wakeup.set()
+
+    def allow(self) -> bool:
+        """Token bucket: True while the client stays within its message rate."""
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    async def write_loop(self) -> None:
+        ws, outbox = self.ws, self._outbox
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self.overflowed:
+                await ws.close(code=CLOSE_TRY_AGAIN, message=b"send queue overflow")
+                return
+            while outbox:
+                await ws.send_frame(outbox.popleft(), WSMsgType.TEXT)
+
+
+class SignalingServer:
+    """The lab's signaling server, embeddable in a running event loop.
+
+    Example::
+
+        async with SignalingServer() as server:
+            print(server.url)   # ws://127.0.0.1:PORT/signal
+
+    :param host: address to bind; loopback by default.
+    :param port: port to bind; 0 picks a free one.
+    :param token: when set, clients must present it (``?token=`` or a bearer header).
+    :param max_message_bytes: larger messages close the socket with code 1009.
+    :param heartbeat_s: ping interval; a client that misses a pong is dropped.
+    :param max_room_size: joins beyond this are refused with ``room-full``.
+    :param max_queue: messages queued for a slow client before it is dropped.
+    :param rate: messages per second allowed per client (0 disables), with ``burst``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | None = None,
+        max_message_bytes: int = 256 * 1024,
+        heartbeat_s: float = 10.0,
+        max_room_size: int = 32,
+        max_queue: int = 1024,
+        rate: float = 500.0,
+        burst: float = 1000.0,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ConfigurationError(f"port must be in 0-65535, got {port}")
+        if max_message_bytes < 1024:
+            raise ConfigurationError(f"max_message_bytes must be >= 1024, got {max_message_bytes}")
+        if heartbeat_s <= 0:
+            raise ConfigurationError(f"heartbeat_s must be positive, got {heartbeat_s}")
+        if max_queue < 1:
+            raise ConfigurationError(f"max_queue must be >= 1, got {max_queue}")
+        if token is not None and not token:
+            raise ConfigurationError("token must be a non-empty string or None")
+        self.host, self.port = host, port
+        self.token = token
+        self.max_message_bytes = max_message_bytes
+        self.heartbeat_s = heartbeat_s
+        self.max_queue = max_queue
+        self.rate, self.burst = rate, burst
+        self.dispatcher = Dispatcher(max_room_size=max_room_size)
+        self.app = web.Application()
+        self.app.router.add_get("/signal", self._handle_signal)
+        self.app.router.add_get("/healthz", self._handle_health)
+        self._runner: web.AppRunner | None = None
+        self._clients: set[_Client] = set()
+        self._closed = False
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL clients connect to."""
+        return f"ws://{_url_host(self.host)}:{self.port}/signal"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def started(self) -> bool:
+        return self._runner is not None
+
+    async def start(self) -> None:
+        """Bind and start serving; ``port`` holds the bound port afterwards."""
+        if self._closed:
+            raise ConfigurationError("cannot start a signaling server that was closed")
+        if self._runner is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigurationError(f"cannot bind {self.host}:{self.port}: {exc}") from exc
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+        self.port = sock.getsockname()[1]
+        self._runner = runner
+        logger.info("signaling server listening on %s", self.url)
+
+    async def close(self) -> None:
+        """Close every client and stop serving; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        clients = list(self._clients)
+        await asyncio.gather(
+            *(c.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for c in clients),
+            return_exceptions=True,
+        )
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> SignalingServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- handlers -------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self.token is None:
+            return True
+        presented = request.query.get("token", "")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            presented = auth[len("Bearer ") :]
+        return hmac.compare_digest(presented.encode(), self.token.encode())
+
+    async def _handle_health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"clients": len(self._clients), "users": self.dispatcher.user_count}
+        )
+
+    async def _handle_signal(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            raise web.HTTPUnauthorized(text="a valid token is required\n")
+        # compress=False: no permessage-deflate, so no decompression bombs.
+        ws = web.WebSocketResponse(
+            max_msg_size=self.max_message_bytes, heartbeat=self.heartbeat_s, compress=False
+        )
+        await ws.prepare(request)
+        client = _Client(ws, self.max_queue, self.rate, self.burst)
+        client.writer = asyncio.create_task(client.write_loop())
+        self._clients.add(client)
+        dispatcher = self.dispatcher
+        try:
+            async for msg in ws:
+                if not client.allow():
+                    dispatcher.reject(
+                        client, ProtocolError("rate-limited", "too many messages: closing")
+                    )
+                    await asyncio.sleep(0)  # let the writer flush the error first
+                    await ws.close(code=CLOSE_POLICY, message=b"rate limit exceeded")
+                    break
+                if msg.type is WSMsgType.TEXT:
+                    dispatcher.handle(client, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    dispatcher.reject(
+                        client,
+                        ProtocolError(
+                            "binary-frame", "binary frames are not accepted: send JSON text"
+                        ),
+                    )
+                elif msg.type is WSMsgType.ERROR:
+                    logger.debug("websocket error from %r: %s", client.user_id, ws.exception())
+                    break
+        finally:
+            self._clients.discard(client)
+            dispatcher.disconnect(client)
+            writer = client.writer
+            writer.cancel()
+            try:
+                await writer
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+            except Exception:  # the socket died under the writer: nothing left to do
+                pass
+        return ws
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
