@@ -1,0 +1,533 @@
+"""Lab peers: an aiortc peer that joins a room and negotiates with every member.
+
+A :class:`Peer` holds one :class:`PeerSession` (an ``RTCPeerConnection`` plus
+the seed's ``chat`` and ``cursors`` data channels) per remote member.  As in
+the seed, the newcomer offers to the members already in the room.  aiortc does
+not trickle, so local candidates travel in the SDP; remote candidates trickled
+by browsers are buffered until the remote description is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ._tasks import cancel_and_wait
+from .events import EventLog
+from .exceptions import ConfigurationError, LabTimeoutError, ProtocolError, SignalingError
+from .loopback import LOOPBACK, gather_on
+from .media import MediaSpec, open_media
+from .sdp import filter_candidates, is_loopback, parse_candidate
+from .signaling import messages as m
+from .signaling.client import SignalingClient
+
+__all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession"]
+
+logger = logging.getLogger(__name__)
+
+# Back-pressure thresholds on bufferedAmount, as in the seed (64 KiB for cursors).
+CURSOR_HIGH_WATER = 64 * 1024
+CHAT_HIGH_WATER = 1024 * 1024
+CHAT_LOW_WATER = 256 * 1024
+
+FrameListener = Callable[["PeerSession", str, av.AudioFrame | av.VideoFrame], None]
+
+
+@dataclass
+class MediaCounter:
+    """Counts of what crossed one (direction, kind) of a session."""
+
+    frames: int = 0
+    bytes: int = 0
+    packets: int = 0
+
+
+class _CountingTrack(MediaStreamTrack):
+    """Forwards a source track to one sender, counting the frames it takes."""
+
+    def __init__(self, source: MediaStreamTrack, counter: MediaCounter) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+        self._counter = counter
+
+    async def recv(self) -> Any:
+        frame = await self._source.recv()
+        self._counter.frames += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+class PeerSession:
+    """The connection between a local :class:`Peer` and one remote member."""
+
+    def __init__(self, peer: Peer, remote: str, *, initiator: bool) -> None:
+        self.peer = peer
+        self.remote = remote
+        self.initiator = initiator
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(peer.ice_servers)))
+        self.chat: RTCDataChannel | None = None
+        self.cursors: RTCDataChannel | None = None
+        self.counters: dict[tuple[str, str], MediaCounter] = {
+            (d, k): MediaCounter() for d in ("send", "recv") for k in ("audio", "video")
+        }
+        self.last_video_frame: av.VideoFrame | None = None
+        self.chat_log: list[tuple[float, str, dict[str, Any]]] = []
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self._pending: list[RTCIceCandidate] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._chat_low = asyncio.Event()
+        self.pc.on("connectionstatechange", self._on_state)
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._adopt_channel)
+
+    def __repr__(self) -> str:
+        return f"PeerSession({self.peer.user_id!r} -> {self.remote!r})"
+
+    @property
+    def state(self) -> str:
+        return str(self.pc.connectionState)
+
+    # --- negotiation ------------------------------------------------------------------
+
+    def _add_tracks(self) -> None:
+        for kind, track in (("audio", self.peer.audio), ("video", self.peer.video)):
+            if track is not None:
+                proxy = self.peer.relay.subscribe(track, buffered=False)
+                self.pc.addTrack(_CountingTrack(proxy, self.counters[("send", kind)]))
+
+    async def create_offer(self) -> RTCSessionDescription:
+        self._add_tracks()
+        self._adopt_channel(self.pc.createDataChannel("chat", ordered=True))
+        self._adopt_channel(self.pc.createDataChannel("cursors", ordered=False, maxRetransmits=0))
+        await self._set_local(await self.pc.createOffer())
+        return self.pc.localDescription
+
+    async def accept_offer(self, sdp: str) -> RTCSessionDescription:
+        await self._set_remote(RTCSessionDescription(sdp=sdp, type="offer"))
+        self._add_tracks()  # after the remote offer, so the offered transceivers are reused
+        await self._set_local(await self.pc.createAnswer())
+        return self.pc.localDescription
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self._set_remote(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def add_remote_candidate(self, init: m.IceCandidateInit | None) -> None:
+        """Add a trickled candidate; buffered until the remote description is set."""
+        if init is None or not init.candidate:
+            return  # end-of-candidates: aiortc has nothing to do with it
+        candidate = parse_candidate(init.candidate)
+        candidate.sdpMid = init.sdpMid
+        candidate.sdpMLineIndex = init.sdpMLineIndex
+        if not self.peer.accepts_candidate(candidate):
+            return
+        if self.pc.remoteDescription is None:
+            self._pending.append(candidate)
+        else:
+            await self.pc.addIceCandidate(candidate)
+
+    async def _set_local(self, description: RTCSessionDescription) -> None:
+        with gather_on(self.peer.host_addresses):
+            await self.pc.setLocalDescription(description)
+
+    async def _set_remote(self, description: RTCSessionDescription) -> None:
+        sdp = filter_candidates(description.sdp, self.peer.accepts_candidate)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=description.type))
+        self._count_received_bytes()
+        pending, self._pending = self._pending, []
+        for candidate in pending:
+            await self.pc.addIceCandidate(candidate)
+
+    def _count_received_bytes(self) -> None:
+        # aiortc has no per-stream bytesReceived: count RTP payload bytes as the
+        # receiver gets them (retransmissions included, as the spec's counter).
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            if getattr(receiver, "_webrtclab_counted", False):
+                continue
+            counter = self.counters[("recv", transceiver.kind)]
+            original = receiver._handle_rtp_packet
+
+            async def counted(
+                packet: Any, arrival_time_ms: int, _orig: Any = original, _c: MediaCounter = counter
+            ) -> None:
+                _c.bytes += len(packet.payload)
+                _c.packets += 1
+                await _orig(packet, arrival_time_ms=arrival_time_ms)
+
+            receiver._handle_rtp_packet = counted
+            receiver._webrtclab_counted = True
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        self.peer.events.add(self.peer.user_id, self.remote, "connection-state", state)
+        if state == "connected":
+            path = self.selected_path()
+            if path is not None:
+                self.peer.events.add(
+                    self.peer.user_id,
+                    self.remote,
+                    "selected-path",
+                    f"{path[0]} {path[1]} -> {path[2]} {path[3]}",
+                )
+            self.connected.set()
+        elif state == "failed":
+            self.failed.set()
+        self.peer.emit("connectionstatechange", self.remote, state)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self.peer.events.add(self.peer.user_id, self.remote, "track", track.kind)
+        self._spawn(self._consume(track))
+        self.peer.emit("track", self.remote, track)
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        # Received tracks must be read or aiortc's decoded-frame queue grows forever.
+        counter = self.counters[("recv", track.kind)]
+        listeners = self.peer.frame_listeners
+        try:
+            while True:
+                frame = await track.recv()
+                counter.frames += 1
+                if track.kind == "video":
+                    self.last_video_frame = frame
+                for listener in listeners:
+                    listener(self, track.kind, frame)
+        except MediaStreamError:
+            pass
+
+    def _adopt_channel(self, channel: RTCDataChannel) -> None:
+        if channel.label == "chat":
+            self.chat = channel
+            channel.bufferedAmountLowThreshold = CHAT_LOW_WATER
+            channel.on("bufferedamountlow", self._chat_low.set)
+        elif channel.label == "cursors":
+            self.cursors = channel
+        label = channel.label
+
+        def on_message(data: str | bytes) -> None:
+            self._on_message(label, data)
+
+        channel.on("message", on_message)
+
+    def _on_message(self, label: str, data: str | bytes) -> None:
+        payload: Any
+        try:
+            payload = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            payload = data
+        if label == "chat" and isinstance(payload, dict):
+            self.chat_log.append((self.peer.events.clock.now(), "recv", payload))
+            if self.peer.echo_chat and payload.get("type") == "chat" and not payload.get("echo"):
+                self._send_json(self.chat, {**payload, "echo": True, "from": self.peer.user_id})
+        self.peer.emit("message", self.remote, label, payload)
+
+    # --- data channels ---------------------------------------------------------------------
+
+    def _send_json(self, channel: RTCDataChannel | None, payload: dict[str, Any]) -> bool:
+        if channel is None or channel.readyState != "open":
+            return False
+        channel.send(json.dumps(payload, separators=(",", ":")))
+        return True
+
+    async def send_chat(self, text: str, **extra: Any) -> None:
+        """Send a chat message (reliable, ordered), waiting while the buffer is full."""
+        channel = self.chat
+        if channel is None or channel.readyState != "open":
+            raise ConfigurationError(
+                f'cannot send chat to "{self.remote}": the chat channel is not open'
+            )
+        while channel.bufferedAmount > CHAT_HIGH_WATER:
+            self._chat_low.clear()
+            await self._chat_low.wait()
+        payload = {"type": "chat", "text": text, **extra}
+        self._send_json(channel, payload)
+        self.chat_log.append((self.peer.events.clock.now(), "send", payload))
+
+    def send_cursor(self, x: float, y: float, **extra: Any) -> bool:
+        """Send a cursor position (unordered, no retransmits); False if dropped by back-pressure."""
+        channel = self.cursors
+        if channel is None or channel.bufferedAmount >= CURSOR_HIGH_WATER:
+            return False
+        return self._send_json(channel, {"type": "cursor", "x": x, "y": y, **extra})
+
+    # --- introspection and teardown ---------------------------------------------------------
+
+    def selected_path(self) -> tuple[str, str, str, str] | None:
+        """(local type, local address, remote type, remote address) of the nominated pair."""
+        for transceiver in self.pc.getTransceivers():
+            pair = _nominated_pair(transceiver.receiver.transport)
+            if pair is not None:
+                return pair
+        sctp = self.pc.sctp
+        return _nominated_pair(sctp.transport) if sctp is not None else None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the connection; bounded by ``timeout`` (aiortc's close can hang)."""
+        if self._closed:
+            return
+        self._closed = True
+        await cancel_and_wait(*self._tasks)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.pc.close()
+        except TimeoutError:
+            logger.warning("%r: RTCPeerConnection.close() timed out after %.1f s", self, timeout)
+        self.connected.clear()
+
+
+def _nominated_pair(dtls: Any) -> tuple[str, str, str, str] | None:
+    try:
+        connection = dtls.transport._connection
+        pair = connection._nominated.get(1)
+    except AttributeError:
+        return None
+    if pair is None:
+        return None
+    local, remote = pair.local_candidate, pair.remote_candidate
+    return (local.type, f"{local.host}:{local.port}", remote.type, f"{remote.host}:{remote.port}")
+
+
+class Peer(AsyncIOEventEmitter):
+    """An aiortc peer in a lab room.
+
+    Events: ``connectionstatechange(remote, state)``, ``track(remote, track)``,
+    ``message(remote, label, payload)``, ``peer-joined(remote)``, ``peer-left(remote)``.
+
+    :param user_id: the id this peer joins with.
+    :param media: what to send (synthetic video and a tone by default).
+    :param host_addresses: addresses ICE gathers on; loopback by default, ``None``
+        for the real interfaces.
+    :param ice_servers: STUN/TURN servers; empty by default so nothing leaves the host.
+    :param echo_chat: send every received chat message back to its sender (bots).
+    """
+
+    def __init__(
+        self,
+        user_id: str,
+        *,
+        media: MediaSpec | None = None,
+        host_addresses: tuple[str, ...] | None = LOOPBACK,
+        ice_servers: Iterable[RTCIceServer] = (),
+        echo_chat: bool = False,
+        events: EventLog | None = None,
+        close_timeout: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if not user_id or len(user_id) > m.MAX_ID_LENGTH:
+            raise ConfigurationError(
+                f"user id must have 1-{m.MAX_ID_LENGTH} characters, got {user_id!r}"
+            )
+        self.user_id = user_id
+        self.media = media or MediaSpec()
+        self.host_addresses = host_addresses
+        self.ice_servers = list(ice_servers)
+        self.echo_chat = echo_chat
+        self.events = events or EventLog()
+        self.close_timeout = close_timeout
+        self.sessions: dict[str, PeerSession] = {}
+        self.frame_listeners: list[FrameListener] = []
+        self.relay = MediaRelay()
+        self.audio, self.video, self._player = open_media(self.media)
+        self.room_id: str | None = None
+        self.signaling: SignalingClient | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Peer({self.user_id!r})"
+
+    def accepts_candidate(self, candidate: RTCIceCandidate) -> bool:
+        """Remote candidates a loopback peer may use: loopback ones only."""
+        if self.host_addresses is None:
+            return True
+        return is_loopback(candidate.ip) or candidate.ip in self.host_addresses
+
+    # --- room membership --------------------------------------------------------------
+
+    async def join(
+        self, url: str, room_id: str, *, token: str | None = None, timeout: float = 10.0
+    ) -> list[str]:
+        """Join ``room_id`` through the signaling server at ``url`` and offer to its members."""
+        if self._closed:
+            raise ConfigurationError(f"{self!r} is closed")
+        if self.signaling is not None:
+            raise ConfigurationError(f'{self!r} already joined room "{self.room_id}"')
+        client = SignalingClient(url, token=token)
+        self.signaling = client
+        existing = await client.join(room_id, self.user_id, timeout=timeout)
+        self.room_id = room_id
+        self.events.add(self.user_id, "", "joined", room_id)
+        self._reader = asyncio.create_task(self._read_signaling(client))
+        for remote in existing:
+            await self._offer_to(remote)
+        return existing
+
+    async def _offer_to(self, remote: str) -> None:
+        session = self._new_session(remote, initiator=True)
+        offer = await session.create_offer()
+        await self._send(m.Offer(to=remote, sdp=m.SessionDescription(type="offer", sdp=offer.sdp)))
+
+    def _new_session(self, remote: str, *, initiator: bool) -> PeerSession:
+        session = PeerSession(self, remote, initiator=initiator)
+        self.sessions[remote] = session
+        return session
+
+    async def _send(self, message: m.Offer | m.Answer | m.IceCandidate) -> None:
+        if self.signaling is not None:
+            await self.signaling.send(message)
+
+    async def _read_signaling(self, client: SignalingClient) -> None:
+        while True:
+            try:
+                message = await client.recv()
+            except SignalingError as exc:
+                if not self._closed:
+                    self.events.add(self.user_id, "", "signaling-closed", str(exc))
+                    logger.info("%r: %s", self, exc)
+                return
+            try:
+                await self._handle(message)
+            except (ProtocolError, ValueError, ConnectionError) as exc:
+                # A bad SDP or candidate from one remote must not stop the others.
+                logger.warning("%r: cannot handle %s: %s", self, type(message).__name__, exc)
+                self.events.add(self.user_id, "", "signaling-error", str(exc))
+
+    async def _handle(self, message: m.ServerMessage) -> None:
+        if isinstance(message, m.RelayedOffer):
+            if message.sdp is None:
+                return
+            old = self.sessions.get(message.from_)
+            if old is not None:
+                # A new offer from a known peer means it restarted: start over.
+                await old.close(self.close_timeout)
+            session = self._new_session(message.from_, initiator=False)
+            answer = await session.accept_offer(message.sdp.sdp)
+            await self._send(
+                m.Answer(to=message.from_, sdp=m.SessionDescription(type="answer", sdp=answer.sdp))
+            )
+        elif isinstance(message, m.RelayedAnswer):
+            session = self.sessions.get(message.from_)
+            if session is not None and message.sdp is not None:
+                await session.accept_answer(message.sdp.sdp)
+        elif isinstance(message, m.RelayedIceCandidate):
+            session = self.sessions.get(message.from_)
+            if session is not None:
+                await session.add_remote_candidate(message.candidate)
+        elif isinstance(message, m.PeerJoined):
+            self.events.add(self.user_id, message.peerId, "peer-joined")
+            self.emit("peer-joined", message.peerId)
+        elif isinstance(message, m.PeerLeft):
+            self.events.add(self.user_id, message.peerId, "peer-left")
+            session = self.sessions.pop(message.peerId, None)
+            if session is not None:
+                await session.close(self.close_timeout)
+            self.emit("peer-left", message.peerId)
+        elif isinstance(message, m.Error):
+            self.events.add(
+                self.user_id, "", "signaling-error", f"{message.code}: {message.message}"
+            )
+            logger.warning("%r: server error %s: %s", self, message.code, message.message)
+
+    # --- use --------------------------------------------------------------------------------
+
+    async def wait_connected(self, count: int = 1, timeout: float = 15.0) -> list[PeerSession]:
+        """Wait until at least ``count`` sessions are connected."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    ready = [s for s in self.sessions.values() if s.connected.is_set()]
+                    if len(ready) >= count:
+                        return ready
+                    waiters = [
+                        asyncio.ensure_future(s.connected.wait())
+                        for s in self.sessions.values()
+                        if not s.connected.is_set()
+                    ]
+                    waiters.append(asyncio.ensure_future(asyncio.sleep(0.05)))
+                    try:
+                        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for w in waiters:
+                            w.cancel()
+        except TimeoutError:
+            states = {r: s.state for r, s in self.sessions.items()}
+            raise LabTimeoutError(
+                f"{self!r}: {count} connected session(s) not reached in {timeout} s; "
+                f"states: {states}"
+            ) from None
+
+    async def send_chat(self, text: str, to: str | None = None) -> int:
+        """Send chat text to one remote or to all; returns how many sessions got it."""
+        sent = 0
+        for session in self._targets(to):
+            if session.chat is not None and session.chat.readyState == "open":
+                await session.send_chat(text)
+                sent += 1
+        return sent
+
+    def send_cursor(self, x: float, y: float, to: str | None = None) -> int:
+        """Send a cursor position to one remote or to all; returns how many took it."""
+        return sum(session.send_cursor(x, y) for session in self._targets(to))
+
+    def _targets(self, to: str | None) -> list[PeerSession]:
+        if to is None:
+            return list(self.sessions.values())
+        if to not in self.sessions:
+            raise ConfigurationError(f'{self!r} has no session with "{to}"')
+        return [self.sessions[to]]
+
+    # --- teardown ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Leave the room and close every session; safe to call twice, bounded in time."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.signaling is not None:
+            with contextlib.suppress(SignalingError, ConnectionError):
+                if self.room_id is not None and not self.signaling.closed:
+                    await self.signaling.send(m.Leave(roomId=self.room_id))
+            await self.signaling.close()
+        await cancel_and_wait(self._reader)
+        sessions, self.sessions = list(self.sessions.values()), {}
+        await asyncio.gather(*(s.close(self.close_timeout) for s in sessions))
+        for track in (self.audio, self.video):
+            if track is not None:
+                track.stop()
+        self.events.add(self.user_id, "", "closed")
+
+    async def __aenter__(self) -> Peer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,58 @@
+"""SDP helpers: reading and filtering ICE candidates.
+
+aiortc puts every local candidate in the SDP (no trickle), so candidate policy
+(loopback only, relay only) and address rewriting happen on SDP text and on
+trickled ``candidate:`` strings alike.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+from aiortc import RTCIceCandidate
+from aiortc.sdp import candidate_from_sdp
+
+from .exceptions import ProtocolError
+
+__all__ = ["filter_candidates", "is_loopback", "parse_candidate", "sdp_candidates"]
+
+
+def parse_candidate(text: str) -> RTCIceCandidate:
+    """Parse ``candidate:...`` (with or without the ``a=`` / ``candidate:`` prefix)."""
+    value = text.strip()
+    if value.startswith("a="):
+        value = value[2:]
+    if value.startswith("candidate:"):
+        value = value[len("candidate:") :]
+    try:
+        return candidate_from_sdp(value)
+    except (AssertionError, ValueError, IndexError) as exc:
+        raise ProtocolError("invalid-candidate", f"cannot parse ICE candidate {text!r}") from exc
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (names such as ``x.local`` are not loopback)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def sdp_candidates(sdp: str) -> list[RTCIceCandidate]:
+    """Every ``a=candidate`` line of ``sdp``, parsed."""
+    return [parse_candidate(line) for line in sdp.splitlines() if line.startswith("a=candidate:")]
+
+
+def filter_candidates(sdp: str, keep: Callable[[RTCIceCandidate], bool]) -> str:
+    """``sdp`` without the ``a=candidate`` lines for which ``keep`` is false."""
+    lines = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            try:
+                if not keep(parse_candidate(line)):
+                    continue
+            except ProtocolError:
+                continue
+        lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
