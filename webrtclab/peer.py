@@ -86,6 +86,7 @@ class PeerSession:
         self.peer = peer
         self.remote = remote
         self.initiator = initiator
+        self.created_s = peer.events.clock.now()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(peer.ice_servers)))
         self.chat: RTCDataChannel | None = None
         self.cursors: RTCDataChannel | None = None

@@ -176,9 +176,16 @@ class SignalingServer:
         except OSError as exc:
             sock.close()
             raise ConfigurationError(f"cannot bind {self.host}:{self.port}: {exc}") from exc
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await runner.setup()
-        await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+        runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        try:
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+        except BaseException:
+            sock.close()
+            await runner.cleanup()
+            raise
         self.port = sock.getsockname()[1]
         self._runner = runner
         logger.info("signaling server listening on %s", self.url)

@@ -1,0 +1,256 @@
+"""Sampling getStats (and what aiortc does not measure) into a tidy pandas table.
+
+One row per (time, peer, remote, direction, kind).  Columns (units in names):
+
+==================  =====================================================================
+``time_s``          seconds since the lab clock started (same base as events and links)
+``peer``            the local peer's user id
+``remote``          the remote member's user id
+``direction``       ``"send"`` or ``"recv"``
+``kind``            ``"audio"`` or ``"video"``
+``bitrate_kbps``    payload bitrate over the last interval.  send: outbound-rtp
+                    ``bytesSent`` delta; recv: RTP payload bytes counted as the receiver
+                    gets them (aiortc has no per-stream ``bytesReceived``), retransmissions
+                    included
+``rtt_ms``          send rows: remote-inbound-rtp ``roundTripTime`` (from RTCP receiver
+                    reports, refreshed every 0.5-1.5 s); recv rows: NaN (aiortc computes
+                    no receive-side RTT)
+``loss_fraction``   0-1.  send: remote-inbound-rtp ``fractionLost`` / 256 (the last RTCP
+                    report's value); recv: lost / (lost + received) packets over the
+                    interval, from inbound-rtp counters (NaN when no packet was expected)
+``jitter_ms``       interarrival jitter converted from RTP clock ticks with the codec's
+                    clock rate (90 kHz video, 48 kHz Opus).  send: as the remote reports it
+``frames_per_s``    send: frames the source handed to the encoder; recv: frames decoded
+                    and delivered to the application, counted at the receiver
+``candidate_type``  local candidate type of the selected pair (host/srflx/prflx/relay),
+                    ``""`` before one is selected
+``packets``         cumulative packets (sent, or received)
+``packets_lost``    cumulative packets lost (send: as the remote reports; recv: inbound-rtp)
+``bytes``           cumulative payload bytes (sent, or received)
+``frames``          cumulative frames (encoded, or decoded)
+==================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ._tasks import cancel_and_wait
+from .events import LabClock
+from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .peer import Peer, PeerSession
+
+__all__ = ["STATS_COLUMNS", "StatsSampler", "session_rows"]
+
+logger = logging.getLogger(__name__)
+
+STATS_COLUMNS = [
+    "time_s",
+    "peer",
+    "remote",
+    "direction",
+    "kind",
+    "bitrate_kbps",
+    "rtt_ms",
+    "loss_fraction",
+    "jitter_ms",
+    "frames_per_s",
+    "candidate_type",
+    "packets",
+    "packets_lost",
+    "bytes",
+    "frames",
+]
+_DTYPES = {
+    "time_s": "float64",
+    "peer": "string",
+    "remote": "string",
+    "direction": "string",
+    "kind": "string",
+    "bitrate_kbps": "float64",
+    "rtt_ms": "float64",
+    "loss_fraction": "float64",
+    "jitter_ms": "float64",
+    "frames_per_s": "float64",
+    "candidate_type": "string",
+    "packets": "int64",
+    "packets_lost": "int64",
+    "bytes": "int64",
+    "frames": "int64",
+}
+DEFAULT_CLOCK_RATES = {"audio": 48000, "video": 90000}
+NAN = math.nan
+
+Row = tuple[Any, ...]
+
+
+@dataclass
+class _Previous:
+    time_s: float
+    bytes: int = 0
+    packets: int = 0
+    lost: int = 0
+    frames: int = 0
+
+
+def _clock_rates(session: PeerSession) -> dict[str, int]:
+    rates = dict(DEFAULT_CLOCK_RATES)
+    for transceiver in session.pc.getTransceivers():
+        codecs = getattr(transceiver, "_codecs", None)
+        if codecs:
+            rates[transceiver.kind] = codecs[0].clockRate
+    return rates
+
+
+def session_rows(
+    session: PeerSession,
+    report: Any,
+    now: float,
+    previous: dict[tuple[str, str], _Previous],
+) -> list[Row]:
+    """Turn one getStats report of ``session`` into rows; ``previous`` keeps the deltas."""
+    rates = _clock_rates(session)
+    sums: dict[tuple[str, str], dict[str, float]] = {}
+    remote_in: dict[str, Any] = {}
+    for stat in report.values():
+        kind = getattr(stat, "kind", None)
+        if stat.type == "outbound-rtp":
+            acc = sums.setdefault(("send", kind), {"bytes": 0, "packets": 0})
+            acc["bytes"] += stat.bytesSent
+            acc["packets"] += stat.packetsSent
+        elif stat.type == "inbound-rtp":
+            acc = sums.setdefault(("recv", kind), {"packets": 0, "lost": 0, "jitter": 0})
+            acc["packets"] += stat.packetsReceived
+            acc["lost"] += stat.packetsLost
+            acc["jitter"] = max(acc["jitter"], stat.jitter)
+        elif stat.type == "remote-inbound-rtp":
+            remote_in[kind] = stat
+    path = session.selected_path()
+    candidate_type = path[0] if path is not None else ""
+    rows: list[Row] = []
+    for (direction, kind), acc in sorted(sums.items()):
+        counter = session.counters[(direction, kind)]
+        prev = previous.get((direction, kind)) or _Previous(time_s=session.created_s)
+        dt = max(now - prev.time_s, 1e-6)
+        frames = counter.frames
+        if direction == "send":
+            nbytes, packets = int(acc["bytes"]), int(acc["packets"])
+            remote = remote_in.get(kind)
+            if remote is not None:
+                rtt = remote.roundTripTime * 1000 if remote.roundTripTime is not None else NAN
+                loss = remote.fractionLost / 256
+                jitter = remote.jitter / rates[kind] * 1000
+                lost = int(remote.packetsLost)
+            else:
+                rtt = loss = jitter = NAN
+                lost = 0
+        else:
+            nbytes, packets, lost = counter.bytes, int(acc["packets"]), int(acc["lost"])
+            rtt = NAN
+            expected = (packets - prev.packets) + (lost - prev.lost)
+            loss = max(0.0, (lost - prev.lost) / expected) if expected > 0 else NAN
+            jitter = acc["jitter"] / rates[kind] * 1000
+        rows.append(
+            (
+                now,
+                session.peer.user_id,
+                session.remote,
+                direction,
+                kind,
+                (nbytes - prev.bytes) * 8 / dt / 1000,
+                rtt,
+                loss,
+                jitter,
+                (frames - prev.frames) / dt,
+                candidate_type,
+                packets,
+                lost,
+                nbytes,
+                frames,
+            )
+        )
+        previous[(direction, kind)] = _Previous(now, nbytes, packets, lost, frames)
+    return rows
+
+
+def to_dataframe(rows: Iterable[Row]) -> pd.DataFrame:
+    """Rows as a DataFrame with :data:`STATS_COLUMNS` and stable dtypes."""
+    frame = pd.DataFrame.from_records(list(rows), columns=STATS_COLUMNS)
+    return frame.astype(_DTYPES)
+
+
+class StatsSampler:
+    """Samples every session of the given peers every ``interval`` seconds.
+
+    :param peers: the peers, or a callable returning them (peers may come and go).
+    :param on_rows: called with each batch of new rows (for incremental writers).
+    """
+
+    def __init__(
+        self,
+        peers: Iterable[Peer] | Callable[[], Iterable[Peer]],
+        *,
+        interval: float = 0.5,
+        clock: LabClock | None = None,
+        on_rows: Callable[[list[Row]], None] | None = None,
+    ) -> None:
+        if not 0.01 <= interval <= 3600:
+            raise ConfigurationError(f"stats interval must be in [0.01, 3600] s, got {interval}")
+        self._peers = peers if callable(peers) else (lambda p=list(peers): p)
+        self.interval = interval
+        self.clock = clock or LabClock()
+        self.on_rows = on_rows
+        self.rows: list[Row] = []
+        self._previous: weakref.WeakKeyDictionary[PeerSession, dict[tuple[str, str], _Previous]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def sample(self) -> list[Row]:
+        """Take one sample of every session now and return its rows."""
+        sessions = [s for peer in self._peers() for s in list(peer.sessions.values())]
+        reports = await asyncio.gather(*(s.pc.getStats() for s in sessions), return_exceptions=True)
+        now = self.clock.now()
+        rows: list[Row] = []
+        for session, report in zip(sessions, reports, strict=True):
+            if isinstance(report, BaseException):
+                logger.debug("getStats failed for %r: %s", session, report)
+                continue
+            previous = self._previous.setdefault(session, {})
+            rows.extend(session_rows(session, report, now, previous))
+        self.rows.extend(rows)
+        if self.on_rows is not None and rows:
+            self.on_rows(rows)
+        return rows
+
+    def start(self) -> None:
+        """Start sampling in the background (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += self.interval
+            await self.sample()
+
+    async def close(self) -> None:
+        """Stop sampling; safe to call twice."""
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Every row sampled so far."""
+        return to_dataframe(self.rows)
