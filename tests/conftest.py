@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -96,10 +96,17 @@ class WsClient:
         return reply
 
     async def expect_close(self, timeout: float = WAIT_S) -> int | None:
-        """Read until the socket closes; return the close code."""
+        """Read until the socket closes; return the close code.
+
+        That is the code in the server's close frame when one arrived (the
+        client's own close handshake may still fail afterwards, which aiohttp
+        would record as 1006).
+        """
         async with asyncio.timeout(timeout):
             while True:
                 msg = await self.ws.receive()
+                if msg.type is aiohttp.WSMsgType.CLOSE:
+                    return int(msg.data)
                 if msg.type in (
                     aiohttp.WSMsgType.CLOSE,
                     aiohttp.WSMsgType.CLOSING,
@@ -108,19 +115,17 @@ class WsClient:
                 ):
                     return self.ws.close_code
 
-    async def assert_silent(self, server: SignalingServer) -> None:
+    async def assert_silent(self) -> None:
         """Nothing is pending for this client.
 
         A round trip through the server (an ``invalid-json`` probe answered on
         this very socket) orders after everything the server sent before, so
         the first message back being the probe's error proves nothing else was
-        queued for us.
+        queued for us.  (The probe itself is refused and changes no state.)
         """
-        before = server.dispatcher.rooms()
         await self.send("probe: not json")
         reply = await self.recv()
         assert reply["type"] == "error" and reply["code"] == "invalid-json", reply
-        assert server.dispatcher.rooms() == before
 
     async def close(self) -> None:
         await self.ws.close()
@@ -222,7 +227,8 @@ class RawWebSocket:
         data, self._buffer = self._buffer[:n], self._buffer[n:]
         return data
 
-    async def send_text(self, text: str) -> None:
+    @staticmethod
+    def _frame(text: str) -> bytes:
         payload = text.encode()
         mask = os.urandom(4)
         length = len(payload)
@@ -232,19 +238,31 @@ class RawWebSocket:
             header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
         else:
             header = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        await self._loop.sock_sendall(self.sock, header + mask + masked)
+        return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
-    async def recv_json(self) -> dict[str, Any]:
-        """Read one (unfragmented, unmasked) text frame from the server."""
+    async def send_text(self, text: str) -> None:
+        await self.send_texts([text])
+
+    async def send_texts(self, texts: list[str]) -> None:
+        """Send several text frames in a single write (one TCP segment when small)."""
+        await self._loop.sock_sendall(self.sock, b"".join(map(self._frame, texts)))
+
+    async def recv_frame(self) -> tuple[int, bytes]:
+        """Read one unfragmented, unmasked frame: (opcode, payload)."""
         first, second = await self._read_exactly(2)
-        assert first == 0x81, f"unexpected frame header {first:#x}"
+        assert first & 0x80, "fragmented frames are not expected from the server"
         length = second & 0x7F
         if length == 126:
             (length,) = struct.unpack("!H", await self._read_exactly(2))
         elif length == 127:
             (length,) = struct.unpack("!Q", await self._read_exactly(8))
-        data = json.loads(await self._read_exactly(length))
+        return first & 0x0F, await self._read_exactly(length)
+
+    async def recv_json(self) -> dict[str, Any]:
+        """Read one text frame and decode it."""
+        opcode, payload = await self.recv_frame()
+        assert opcode == 0x1, f"expected a text frame, got opcode {opcode:#x}: {payload!r}"
+        data = json.loads(payload)
         assert isinstance(data, dict)
         return data
 
@@ -252,9 +270,15 @@ class RawWebSocket:
         self.sock.close()
 
 
+RawSocketFactory = Callable[..., Awaitable[RawWebSocket]]
+
+
 @pytest.fixture
-def raw_sockets() -> Any:
-    """Raw WebSockets opened through this fixture are closed at teardown."""
+def raw_sockets() -> Iterator[RawSocketFactory]:
+    """Raw WebSockets opened through this fixture are closed at teardown.
+
+    ``await raw_sockets(server, rcvbuf=4096)`` connects to ``server``.
+    """
     opened: list[RawWebSocket] = []
 
     async def factory(server: SignalingServer, *, rcvbuf: int | None = None) -> RawWebSocket:

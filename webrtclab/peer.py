@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from ._tasks import cancel_and_wait
 from .events import EventLog
-from .exceptions import ConfigurationError, LabTimeoutError, ProtocolError, SignalingError
+from .exceptions import ConfigurationError, LabTimeoutError, SignalingError
 from .loopback import LOOPBACK, gather_on
 from .media import MediaSpec, open_media
 from .sdp import filter_candidates, is_loopback, parse_candidate
@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 CURSOR_HIGH_WATER = 64 * 1024
 CHAT_HIGH_WATER = 1024 * 1024
 CHAT_LOW_WATER = 256 * 1024
+# Candidates kept per remote that trickled before its offer (bounds a hostile flood).
+MAX_EARLY_CANDIDATES = 64
 
 FrameListener = Callable[["PeerSession", str, av.AudioFrame | av.VideoFrame], None]
 
@@ -114,9 +116,9 @@ class PeerSession:
 
     # --- negotiation ------------------------------------------------------------------
 
-    def _add_tracks(self) -> None:
+    def _add_tracks(self, kinds: set[str] | None = None) -> None:
         for kind, track in (("audio", self.peer.audio), ("video", self.peer.video)):
-            if track is not None:
+            if track is not None and (kinds is None or kind in kinds):
                 proxy = self.peer.relay.subscribe(track, buffered=False)
                 self.pc.addTrack(_CountingTrack(proxy, self.counters[("send", kind)]))
 
@@ -129,7 +131,9 @@ class PeerSession:
 
     async def accept_offer(self, sdp: str) -> RTCSessionDescription:
         await self._set_remote(RTCSessionDescription(sdp=sdp, type="offer"))
-        self._add_tracks()  # after the remote offer, so the offered transceivers are reused
+        # After the remote offer, and only for offered kinds: aiortc then reuses the
+        # offered transceivers (a new one would have no offer direction and fail).
+        self._add_tracks({t.kind for t in self.pc.getTransceivers()})
         await self._set_local(await self.pc.createAnswer())
         return self.pc.localDescription
 
@@ -179,8 +183,8 @@ class PeerSession:
                 _c.packets += 1
                 await _orig(packet, arrival_time_ms=arrival_time_ms)
 
-            receiver._handle_rtp_packet = counted
-            receiver._webrtclab_counted = True
+            receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
+            receiver._webrtclab_counted = True  # type: ignore[attr-defined]
 
     # --- events ---------------------------------------------------------------------------
 
@@ -199,6 +203,7 @@ class PeerSession:
             self.connected.set()
         elif state == "failed":
             self.failed.set()
+        self.peer._changed.set()
         self.peer.emit("connectionstatechange", self.remote, state)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -214,8 +219,10 @@ class PeerSession:
             while True:
                 frame = await track.recv()
                 counter.frames += 1
-                if track.kind == "video":
+                if isinstance(frame, av.VideoFrame):
                     self.last_video_frame = frame
+                elif not isinstance(frame, av.AudioFrame):
+                    continue
                 for listener in listeners:
                     listener(self, track.kind, frame)
         except MediaStreamError:
@@ -287,7 +294,7 @@ class PeerSession:
         sctp = self.pc.sctp
         return _nominated_pair(sctp.transport) if sctp is not None else None
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -362,6 +369,8 @@ class Peer(AsyncIOEventEmitter):
         self.room_id: str | None = None
         self.signaling: SignalingClient | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._early_candidates: dict[str, list[m.IceCandidateInit | None]] = {}
+        self._changed = asyncio.Event()  # set when a session is added, changes state or goes
         self._closed = False
 
     def __repr__(self) -> str:
@@ -401,6 +410,7 @@ class Peer(AsyncIOEventEmitter):
     def _new_session(self, remote: str, *, initiator: bool) -> PeerSession:
         session = PeerSession(self, remote, initiator=initiator)
         self.sessions[remote] = session
+        self._changed.set()
         return session
 
     async def _send(self, message: m.Offer | m.Answer | m.IceCandidate) -> None:
@@ -418,7 +428,7 @@ class Peer(AsyncIOEventEmitter):
                 return
             try:
                 await self._handle(message)
-            except (ProtocolError, ValueError, ConnectionError) as exc:
+            except Exception as exc:
                 # A bad SDP or candidate from one remote must not stop the others.
                 logger.warning("%r: cannot handle %s: %s", self, type(message).__name__, exc)
                 self.events.add(self.user_id, "", "signaling-error", str(exc))
@@ -432,26 +442,35 @@ class Peer(AsyncIOEventEmitter):
                 # A new offer from a known peer means it restarted: start over.
                 await old.close(self.close_timeout)
             session = self._new_session(message.from_, initiator=False)
+            for candidate in self._early_candidates.pop(message.from_, []):
+                await session.add_remote_candidate(candidate)
             answer = await session.accept_offer(message.sdp.sdp)
             await self._send(
                 m.Answer(to=message.from_, sdp=m.SessionDescription(type="answer", sdp=answer.sdp))
             )
         elif isinstance(message, m.RelayedAnswer):
-            session = self.sessions.get(message.from_)
-            if session is not None and message.sdp is not None:
-                await session.accept_answer(message.sdp.sdp)
+            known = self.sessions.get(message.from_)
+            if known is not None and message.sdp is not None:
+                await known.accept_answer(message.sdp.sdp)
         elif isinstance(message, m.RelayedIceCandidate):
-            session = self.sessions.get(message.from_)
-            if session is not None:
-                await session.add_remote_candidate(message.candidate)
+            known = self.sessions.get(message.from_)
+            if known is not None:
+                await known.add_remote_candidate(message.candidate)
+            else:
+                # Trickled ahead of the offer it belongs to: keep it for that session.
+                early = self._early_candidates.setdefault(message.from_, [])
+                if len(early) < MAX_EARLY_CANDIDATES:
+                    early.append(message.candidate)
         elif isinstance(message, m.PeerJoined):
             self.events.add(self.user_id, message.peerId, "peer-joined")
             self.emit("peer-joined", message.peerId)
         elif isinstance(message, m.PeerLeft):
             self.events.add(self.user_id, message.peerId, "peer-left")
-            session = self.sessions.pop(message.peerId, None)
-            if session is not None:
-                await session.close(self.close_timeout)
+            self._early_candidates.pop(message.peerId, None)
+            gone = self.sessions.pop(message.peerId, None)
+            if gone is not None:
+                await gone.close(self.close_timeout)
+            self._changed.set()
             self.emit("peer-left", message.peerId)
         elif isinstance(message, m.Error):
             self.events.add(
@@ -466,20 +485,11 @@ class Peer(AsyncIOEventEmitter):
         try:
             async with asyncio.timeout(timeout):
                 while True:
+                    self._changed.clear()
                     ready = [s for s in self.sessions.values() if s.connected.is_set()]
                     if len(ready) >= count:
                         return ready
-                    waiters = [
-                        asyncio.ensure_future(s.connected.wait())
-                        for s in self.sessions.values()
-                        if not s.connected.is_set()
-                    ]
-                    waiters.append(asyncio.ensure_future(asyncio.sleep(0.05)))
-                    try:
-                        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        for w in waiters:
-                            w.cancel()
+                    await self._changed.wait()
         except TimeoutError:
             states = {r: s.state for r, s in self.sessions.items()}
             raise LabTimeoutError(

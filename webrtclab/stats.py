@@ -123,7 +123,7 @@ def session_rows(
     sums: dict[tuple[str, str], dict[str, float]] = {}
     remote_in: dict[str, Any] = {}
     for stat in report.values():
-        kind = getattr(stat, "kind", None)
+        kind = str(getattr(stat, "kind", ""))
         if stat.type == "outbound-rtp":
             acc = sums.setdefault(("send", kind), {"bytes": 0, "packets": 0})
             acc["bytes"] += stat.bytesSent

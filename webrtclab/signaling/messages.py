@@ -40,9 +40,11 @@ MAX_ID_LENGTH = 64
 MAX_SDP_LENGTH = 128 * 1024
 MAX_CANDIDATE_LENGTH = 1024
 
-# Ids are printable: no control characters, which would garble logs and UIs.
+# Ids are printable: no control characters (C0, DEL, C1), which would garble logs
+# and UIs.  ``\Z``, not ``$``: ``$`` also matches before a trailing newline.
 Id = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str,
+    msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f]+\Z"),
 ]
 
 
@@ -155,6 +157,10 @@ def decode_client_message(data: bytes | str) -> ClientMessage:
         return _client_decoder.decode(data)
     except msgspec.ValidationError as exc:
         text = str(exc)
+        try:  # typed decoding stops at the first wrong type: is the rest JSON at all?
+            msgspec.json.decode(data)
+        except msgspec.DecodeError as json_exc:
+            raise ProtocolError("invalid-json", f"message is not valid JSON: {json_exc}") from None
         if text.startswith("Invalid value") and text.endswith("`$.type`"):
             raise ProtocolError(
                 "unknown-type", f"{text}: the message type must be one of {_TYPES}"
@@ -162,6 +168,8 @@ def decode_client_message(data: bytes | str) -> ClientMessage:
         raise ProtocolError("invalid-message", text) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("invalid-json", f"message is not valid JSON: {exc}") from None
+    except UnicodeEncodeError as exc:  # a str with lone surrogates is not UTF-8 text
+        raise ProtocolError("invalid-json", f"message is not valid UTF-8: {exc}") from None
 
 
 def decode_server_message(data: bytes | str) -> ServerMessage:

@@ -39,6 +39,7 @@ class _Client:
         "_max_queue",
         "overflowed",
         "writer",
+        "_sending",
         "_tokens",
         "_stamp",
         "rate",
@@ -56,6 +57,7 @@ class _Client:
         self.rate, self.burst = rate, burst
         self._tokens, self._stamp = burst, time.monotonic()
         self.writer: asyncio.Task[None] | None = None
+        self._sending = False
 
     def deliver(self, data: bytes) -> None:
         if self.overflowed:
@@ -64,6 +66,9 @@ class _Client:
             # A client that does not read must never block its room: drop it.
             self.overflowed = True
             self._outbox.clear()
+            if self._sending and self.writer is not None:
+                # The writer is blocked on a socket that is not read: unblock it.
+                self.writer.cancel()
         else:
             self._outbox.append(data)
         self._wakeup.set()
@@ -82,14 +87,24 @@ class _Client:
 
     async def write_loop(self) -> None:
         ws, outbox = self.ws, self._outbox
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if self.overflowed:
-                await ws.close(code=CLOSE_TRY_AGAIN, message=b"send queue overflow")
-                return
-            while outbox:
-                await ws.send_frame(outbox.popleft(), WSMsgType.TEXT)
+        try:
+            while not self.overflowed:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                self._sending = True
+                while outbox and not self.overflowed:
+                    await ws.send_frame(outbox.popleft(), WSMsgType.TEXT)
+                self._sending = False
+        except asyncio.CancelledError:
+            if not self.overflowed:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        self._sending = False
+        # drain=False: the client may not be reading, so waiting for the socket
+        # to drain could take forever.
+        await ws.close(code=CLOSE_TRY_AGAIN, message=b"send queue overflow", drain=False)
 
 
 class SignalingServer:
@@ -127,10 +142,16 @@ class SignalingServer:
             raise ConfigurationError(f"port must be in 0-65535, got {port}")
         if max_message_bytes < 1024:
             raise ConfigurationError(f"max_message_bytes must be >= 1024, got {max_message_bytes}")
-        if heartbeat_s <= 0:
+        if not heartbeat_s > 0:  # also refuses NaN
             raise ConfigurationError(f"heartbeat_s must be positive, got {heartbeat_s}")
         if max_queue < 1:
             raise ConfigurationError(f"max_queue must be >= 1, got {max_queue}")
+        if max_room_size < 1:
+            raise ConfigurationError(f"max_room_size must be >= 1, got {max_room_size}")
+        if not rate >= 0:
+            raise ConfigurationError(f"rate must be >= 0 (0 disables the limit), got {rate}")
+        if rate > 0 and not burst >= 1:
+            raise ConfigurationError(f"burst must be >= 1 when rate is set, got {burst}")
         if token is not None and not token:
             raise ConfigurationError("token must be a non-empty string or None")
         self.host, self.port = host, port

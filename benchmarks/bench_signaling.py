@@ -1,0 +1,295 @@
+"""Signaling relay benchmark: webrtclab's SignalingServer against the seed's Node relay.
+
+Run it from the repository root::
+
+    .venv/bin/python benchmarks/bench_signaling.py            # ~1 minute
+    .venv/bin/python benchmarks/bench_signaling.py --quick    # ~20 seconds
+
+For each server and each client count (200 and 1000 by default) it starts
+
+* the server in its own process: webrtclab's ``SignalingServer`` on uvloop with rate
+  limiting off (``rate=0``) and a large ``max_queue``, or ``seed_relay.js``, the seed's
+  Node ``ws`` relay (the baseline);
+* the load generator ``loadgen.js`` (Node, ``ws`` package) in another process: clients in
+  rooms of 2, each sending ice-candidate messages to its peer with a send timestamp
+  embedded in the candidate string.
+
+On machines with two or more CPUs the server is pinned to CPU 0 and the generator to
+CPU 1, so each has a core of its own; the table shows how busy each was, so a saturated
+generator is visible.  Throughput is delivered messages/s over a fixed window after a
+warm-up, with about 1000 messages in flight in total (closed loop); latency is send to
+delivery, measured in the generator's process.  A second, paced phase sends a fixed
+rate (10k msg/s by default) to measure latency when the server is not saturated.
+
+Everything listens and connects on 127.0.0.1 only, on free ports; every child process
+exits when this script does, and every step has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOADGEN = HERE / "loadgen.js"
+SEED_RELAY = HERE / "seed_relay.js"
+SERVER_LIFETIME_S = 600  # a server child never outlives this, whatever happens
+SERVERS = ("seed", "webrtclab")
+LABELS = {"seed": "node seed (ws)", "webrtclab": "webrtclab"}
+
+
+# --- the webrtclab server process ---------------------------------------------------------
+
+
+def serve_webrtclab(max_room_size: int) -> None:
+    """Child process: run SignalingServer on uvloop until stdin closes."""
+    sys.path.insert(0, str(ROOT))
+    import uvloop
+
+    from webrtclab.signaling import SignalingServer
+
+    async def main() -> None:
+        server = SignalingServer(
+            "127.0.0.1",
+            0,
+            rate=0,  # no rate limit: the benchmark floods on purpose
+            max_queue=1 << 16,
+            max_room_size=max_room_size,
+            heartbeat_s=30.0,
+        )
+        await server.start()
+        print(json.dumps({"port": server.port}), flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        fd = sys.stdin.fileno()
+
+        def on_stdin() -> None:
+            if not os.read(fd, 4096):  # EOF: the parent went away
+                loop.remove_reader(fd)
+                stop.set()
+
+        loop.add_reader(fd, on_stdin)
+        try:
+            await asyncio.wait_for(stop.wait(), SERVER_LIFETIME_S)
+        except TimeoutError:
+            pass
+        finally:
+            await server.close()
+
+    uvloop.run(main())
+
+
+# --- orchestration --------------------------------------------------------------------------
+
+
+def ensure_node_deps() -> str:
+    node = shutil.which("node")
+    npm = shutil.which("npm")
+    if node is None:
+        sys.exit("bench_signaling: Node.js (node) is required for the load generator")
+    if not (HERE / "node_modules" / "ws" / "package.json").exists():
+        if npm is None:
+            sys.exit("bench_signaling: npm is required to install the `ws` package")
+        print("installing the `ws` npm package into benchmarks/node_modules ...", flush=True)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=HERE,
+            check=True,
+            timeout=300,
+        )
+    return node
+
+
+def _pin(cpu: int | None) -> Any:
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def start_server(kind: str, node: str, cpu: int | None, room_size: int) -> subprocess.Popen[str]:
+    if kind == "seed":
+        cmd = [node, str(SEED_RELAY), str(SERVER_LIFETIME_S)]
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", str(room_size)]
+    return subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_pin(cpu),
+        cwd=HERE,
+    )
+
+
+def read_port(proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise RuntimeError("the server did not report its port in time")
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the server exited before listening (code {proc.wait()})")
+    return int(json.loads(line)["port"])
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def run_one(kind: str, clients: int, args: argparse.Namespace, node: str) -> dict[str, Any]:
+    pin = args.pin and (os.cpu_count() or 1) >= 2
+    server = start_server(kind, node, 0 if pin else None, args.room_size)
+    try:
+        port = read_port(server)
+        inflight = max(1, round(args.inflight / clients))
+        config = {
+            "url": f"ws://127.0.0.1:{port}/signal",
+            "clients": clients,
+            "roomSize": args.room_size,
+            "inflight": inflight,
+            "warmup": args.warmup,
+            "duration": args.duration,
+            "pacedRate": args.paced_rate,
+            "pacedDuration": args.paced_duration,
+            "mix": args.mix,
+            "serverPid": server.pid,
+            "clkTck": os.sysconf("SC_CLK_TCK"),
+            "timeout": 60 + args.warmup + args.duration + args.paced_duration,
+        }
+        gen = subprocess.run(
+            [node, str(LOADGEN), json.dumps(config)],
+            capture_output=True,
+            text=True,
+            timeout=config["timeout"] + 15,
+            preexec_fn=_pin(1 if pin else None),
+            cwd=HERE,
+        )
+        lines = gen.stdout.strip().splitlines()
+        if not lines:
+            raise RuntimeError(f"load generator failed: {gen.stderr.strip()[-2000:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        if "error" in result:
+            raise RuntimeError(f"load generator: {result['error']}")
+        if result["errorCount"]:
+            raise RuntimeError(f"{kind}: {result['errorCount']} errors: {result['errors']}")
+        if server.poll() is not None:
+            raise RuntimeError(f"{kind} server exited during the run (code {server.returncode})")
+        return result
+    finally:
+        stop_server(server)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value == value else "-"
+
+
+def print_table(results: dict[tuple[str, int], dict[str, Any]], args: argparse.Namespace) -> None:
+    header = (
+        f"{'server':<16}{'clients':>8}{'msgs/s':>10}{'vs seed':>9}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'paced p50':>11}{'paced p99':>11}"
+        f"{'srv CPU':>9}{'gen CPU':>9}"
+    )
+    print()
+    print(
+        f"signaling relay, rooms of {args.room_size}, mix={args.mix}, "
+        f"~{args.inflight} msgs in flight, {args.duration:g} s window after {args.warmup:g} s "
+        f"warm-up, paced phase {args.paced_rate:g} msg/s; CPU in cores"
+    )
+    print(header)
+    print("-" * len(header))
+    for clients in args.clients:
+        for kind in args.servers:
+            r = results.get((kind, clients))
+            if r is None:
+                continue
+            sat, paced = r["saturated"], r["paced"]
+            seed = results.get(("seed", clients))
+            ratio = (
+                f"{sat['rate'] / seed['saturated']['rate']:.2f}x"
+                if seed is not None and kind != "seed"
+                else ""
+            )
+            lat = sat["latencyMs"]
+            plat = paced["latencyMs"] if paced else {"p50": float("nan"), "p99": float("nan")}
+            print(
+                f"{LABELS[kind]:<16}{clients:>8}{sat['rate']:>10,.0f}{ratio:>9}"
+                f"{_ms(lat['p50']):>9}{_ms(lat['p99']):>9}"
+                f"{_ms(plat['p50']):>11}{_ms(plat['p99']):>11}"
+                f"{sat['serverCpu']:>9.2f}{sat['generatorCpu']:>9.2f}"
+            )
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short windows (~20 s in all)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    parser.add_argument("--room-size", type=int, default=2)
+    parser.add_argument("--inflight", type=int, default=1000, help="messages in flight, total")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured window, seconds")
+    parser.add_argument("--paced-rate", type=float, default=10000.0, help="msg/s, 0 to skip")
+    parser.add_argument("--paced-duration", type=float, default=3.0, help="seconds")
+    parser.add_argument("--mix", choices=("ice", "offer", "mixed"), default="ice")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell; median kept")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin CPUs")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--serve", type=int, metavar="ROOM_SIZE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.serve is not None:
+        serve_webrtclab(max(args.serve, 2))
+        return
+    if args.quick:
+        args.warmup, args.duration, args.paced_duration = 0.5, 1.5, 1.0
+    if any(c < args.room_size or c % args.room_size for c in args.clients):
+        parser.error("every --clients value must be a multiple of --room-size")
+    if not 1 <= args.repeat <= 10 or max(args.clients) > 5000:
+        parser.error("--repeat must be 1-10 and --clients at most 5000")
+    node = ensure_node_deps()
+
+    started = time.monotonic()
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for clients in args.clients:
+        for kind in args.servers:
+            runs = []
+            for _ in range(args.repeat):
+                r = run_one(kind, clients, args, node)
+                sat = r["saturated"]
+                print(
+                    f"  {LABELS[kind]:<16} {clients:>5} clients: {sat['rate']:>9,.0f} msg/s, "
+                    f"p50 {sat['latencyMs']['p50']:.2f} ms, p99 {sat['latencyMs']['p99']:.2f} ms",
+                    flush=True,
+                )
+                runs.append(r)
+            rates = [r["saturated"]["rate"] for r in runs]
+            median = statistics.median_low(rates)
+            results[(kind, clients)] = runs[rates.index(median)]
+    print_table(results, args)
+    print(f"total time {time.monotonic() - started:.0f} s")
+    if args.json:
+        args.json.write_text(
+            json.dumps({f"{k}/{c}": r for (k, c), r in results.items()}, indent=2) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

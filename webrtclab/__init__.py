@@ -1,0 +1,50 @@
+"""webrtclab: a whole WebRTC lab in one Python process.
+
+Signaling server, aiortc peers with synthetic media and data channels, and
+stats sampled into pandas, all on loopback by default.
+"""
+
+import logging
+
+from .demo import DemoResult, run_demo
+from .events import EventLog, LabClock
+from .exceptions import (
+    ConfigurationError,
+    LabTimeoutError,
+    ProtocolError,
+    SignalingError,
+    WebrtcLabError,
+)
+from .lab import Lab
+from .media import MediaSpec, SyntheticVideoTrack, ToneAudioTrack
+from .peer import Peer, PeerSession
+from .plot import plot_timeline
+from .signaling import Dispatcher, SignalingClient, SignalingServer
+from .stats import STATS_COLUMNS, StatsSampler
+
+__all__ = [
+    "STATS_COLUMNS",
+    "ConfigurationError",
+    "DemoResult",
+    "Dispatcher",
+    "EventLog",
+    "Lab",
+    "LabClock",
+    "LabTimeoutError",
+    "MediaSpec",
+    "Peer",
+    "PeerSession",
+    "ProtocolError",
+    "SignalingClient",
+    "SignalingError",
+    "SignalingServer",
+    "StatsSampler",
+    "SyntheticVideoTrack",
+    "ToneAudioTrack",
+    "WebrtcLabError",
+    "plot_timeline",
+    "run_demo",
+]
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

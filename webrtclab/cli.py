@@ -1,0 +1,148 @@
+"""The ``webrtclab`` command: serve, peer, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from .exceptions import WebrtcLabError
+from .loopback import LOOPBACK
+from .media import MediaSpec
+
+__all__ = ["main"]
+
+logger = logging.getLogger("webrtclab")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 320x240, got {text!r}") from None
+    return width, height
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webrtclab", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the signaling server standalone")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
+    serve.add_argument("--token", default=None, help="require this token from clients")
+    serve.add_argument("--max-room-size", type=int, default=32)
+
+    peer = sub.add_parser("peer", help="run a headless bot peer that echoes chat")
+    peer.add_argument("--signal", required=True, help="signaling URL, ws://host:port/signal")
+    peer.add_argument("--room", required=True)
+    peer.add_argument("--user", required=True)
+    peer.add_argument("--token", default=None)
+    peer.add_argument("--size", type=_size, default=(320, 240), help="video size, e.g. 640x480")
+    peer.add_argument("--fps", type=float, default=15.0)
+    peer.add_argument("--media", default=None, help="a media file to send instead of synthetic")
+    peer.add_argument(
+        "--real-interfaces",
+        action="store_true",
+        help="gather ICE candidates on the real interfaces instead of loopback only",
+    )
+    peer.add_argument("--duration", type=float, default=None, help="leave after S seconds")
+
+    demo = sub.add_parser("demo", help="run the headless demo call and write its results")
+    demo.add_argument("--out", required=True, help="result folder")
+    demo.add_argument("--duration", type=float, default=10.0, help="call length in seconds")
+    demo.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from .signaling.server import SignalingServer
+
+    server = SignalingServer(
+        args.host, args.port, token=args.token, max_room_size=args.max_room_size
+    )
+    async with server:
+        print(f"webrtclab signaling server on {server.url}", flush=True)  # noqa: T201
+        await _until_stopped()
+
+
+async def _peer(args: argparse.Namespace) -> None:
+    from .peer import Peer
+
+    width, height = args.size
+    spec = MediaSpec(width=width, height=height, fps=args.fps)
+    if args.media:
+        spec = MediaSpec(video=args.media, audio=args.media)
+    peer = Peer(
+        args.user,
+        media=spec,
+        echo_chat=True,
+        host_addresses=None if args.real_interfaces else LOOPBACK,
+    )
+    peer.on(
+        "connectionstatechange",
+        lambda remote, state: logger.info("%s: connection with %s is %s", args.user, remote, state),
+    )
+    async with peer:
+        existing = await peer.join(args.signal, args.room, token=args.token)
+        print(  # noqa: T201
+            f"{args.user} joined room {args.room!r} with {existing or 'nobody'}", flush=True
+        )
+        await _until_stopped(args.duration)
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    result = await run_demo(args.out, args.duration, progress=not args.no_progress)
+    print(json.dumps(result.summary(), indent=2))  # noqa: T201
+    print(f"results in {result.out}/: stats.parquet stats.csv events.csv timeline.png")  # noqa: T201
+
+
+async def _until_stopped(duration: float | None = None) -> None:
+    """Wait for SIGINT/SIGTERM (or ``duration`` seconds)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await asyncio.wait_for(stop.wait(), duration)
+    except TimeoutError:
+        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = {"serve": _serve, "peer": _peer, "demo": _demo}[args.command]
+    try:
+        _run(handler(args))
+    except WebrtcLabError as exc:
+        print(f"webrtclab {args.command}: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
