@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -186,8 +187,13 @@ def _bounce(position: int, span: int) -> int:
     return position if position < span else 2 * span - position
 
 
+@functools.lru_cache(maxsize=8)
 def _texture(width: int, height: int, seed: int) -> np.ndarray:
-    """A tileable-enough detailed picture twice the frame size, so scrolling never runs out."""
+    """A detailed picture twice the frame size, so scrolling never runs out.
+
+    Cached (read-only) because making it costs tens of milliseconds at 640x480,
+    which would otherwise add to every peer's setup time.
+    """
     rng = np.random.default_rng(seed)
     h, w = 2 * height, 2 * width
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -198,4 +204,6 @@ def _texture(width: int, height: int, seed: int) -> np.ndarray:
     checker = (((x // 8) + (y // 8)) % 2) * 40 - 20
     img += checker[..., None]
     img += rng.normal(0, 12, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    texture = np.clip(img, 0, 255).astype(np.uint8)
+    texture.flags.writeable = False
+    return texture

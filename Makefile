@@ -1,0 +1,50 @@
+# webrtclab: the two commands are `make demo` and `make test`.
+# Both create .venv and install what they need when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= out/demo
+DURATION ?= 10
+# Debian packages the tests need (none yet for the core lab; TURN and browser
+# tests add coturn and chromium here).
+APT_PACKAGES ?=
+
+.PHONY: demo test check lint typecheck pytest bench apt-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+## The main job: a headless two-peer call; results in $(OUT)/
+demo: $(STAMP)
+	$(VENV)/bin/webrtclab demo --out $(OUT) --duration $(DURATION)
+
+## Every test: lint, types, unit/integration tests and notebooks.
+test: $(STAMP) apt-deps lint typecheck pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check webrtclab tests benchmarks
+	$(VENV)/bin/ruff format --check webrtclab tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
