@@ -281,21 +281,12 @@ def _short_call_result(tmp_path: Path) -> Any:
     return DemoResult(tmp_path, to_dataframe(rows), events, 1, 0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: DemoResult.summary() drops every row before min(time_s) + 1 s, which for the "
-    "shortest allowed demo (--duration 1) leaves no rows: every median is NaN",
-)
 def test_demo_summary_of_a_short_call_is_not_all_nan(tmp_path: Path) -> None:
     summary = _short_call_result(tmp_path).summary()
     assert summary["video_fps_median"] == 15.0
     assert summary["rtt_ms_median"] == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the demo prints NaN (not valid JSON) for medians it could not compute",
-)
 async def test_demo_prints_strict_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -462,11 +462,6 @@ async def test_sampler_runs_in_background_and_close_is_idempotent() -> None:
     assert all(b - a > 0.01 for a, b in zip(times, times[1:], strict=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an exception from on_rows (or session_rows) ends the background task; "
-    "sampling stops silently and the error only shows as 'Task exception was never retrieved'",
-)
 async def test_sampler_keeps_sampling_when_on_rows_fails() -> None:
     calls: list[int] = []
 

@@ -1,4 +1,4 @@
-"""The ``webrtclab`` command: serve, peer, demo."""
+"""The webrtclab command: serve, peer, demo."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -101,7 +102,8 @@ async def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
     result = await run_demo(args.out, args.duration, progress=not args.no_progress)
-    print(json.dumps(result.summary(), indent=2))  # noqa: T201
+    summary = {k: (None if math.isnan(v) else v) for k, v in result.summary().items()}
+    print(json.dumps(summary, indent=2, allow_nan=False))  # noqa: T201
     print(f"results in {result.out}/: stats.parquet stats.csv events.csv timeline.png")  # noqa: T201
 
 

@@ -160,9 +160,14 @@ def open_media(
 
         path = files.pop()
         try:
-            player = MediaPlayer(path, loop=True)
+            with av.open(path) as container:
+                kinds = {s.type for s in container.streams}
         except (OSError, av.FFmpegError) as exc:
             raise ConfigurationError(f"cannot open media file {path!r}: {exc}") from exc
+        for kind in ("audio", "video"):
+            if getattr(spec, kind) == path and kind not in kinds:
+                raise ConfigurationError(f"media file {path!r} has no {kind} stream")
+        player = MediaPlayer(path, loop=True)
     if spec.video == "synthetic":
         video: MediaStreamTrack | None = SyntheticVideoTrack(
             spec.width, spec.height, spec.fps, spec.seed

@@ -26,9 +26,19 @@ def parse_candidate(text: str) -> RTCIceCandidate:
     if value.startswith("candidate:"):
         value = value[len("candidate:") :]
     try:
-        return candidate_from_sdp(value)
+        candidate = candidate_from_sdp(value)
+        valid = (
+            value.split()[6] == "typ"
+            and candidate.component >= 1
+            and 0 <= candidate.port <= 65535
+            and (candidate.relatedPort is None or 0 <= candidate.relatedPort <= 65535)
+        )
     except (AssertionError, ValueError, IndexError) as exc:
         raise ProtocolError("invalid-candidate", f"cannot parse ICE candidate {text!r}") from exc
+    if not valid:
+        # An out-of-range port makes aioice's sendto raise and close the socket.
+        raise ProtocolError("invalid-candidate", f"invalid ICE candidate {text!r}")
+    return candidate
 
 
 def is_loopback(host: str) -> bool:

@@ -244,7 +244,11 @@ class StatsSampler:
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             next_at += self.interval
-            await self.sample()
+            try:
+                await self.sample()
+            except Exception:
+                # One failed sample (or consumer) must not end the time series.
+                logger.exception("stats sample failed")
 
     async def close(self) -> None:
         """Stop sampling; safe to call twice."""
