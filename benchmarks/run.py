@@ -1,6 +1,6 @@
 """Run every benchmark, one after the other, each printing its table.
 
-    .venv/bin/python benchmarks/run.py [--quick]
+.venv/bin/python benchmarks/run.py [--quick]
 """
 
 from __future__ import annotations
