@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 from .exceptions import WebrtcLabError
@@ -68,9 +69,10 @@ async def _serve(args: argparse.Namespace) -> None:
     server = SignalingServer(
         args.host, args.port, token=args.token, max_room_size=args.max_room_size
     )
-    async with server:
-        print(f"webrtclab signaling server on {server.url}", flush=True)  # noqa: T201
-        await _until_stopped()
+    with _stop_on_signals() as stop:
+        async with server:
+            print(f"webrtclab signaling server on {server.url}", flush=True)  # noqa: T201
+            await _wait(stop)
 
 
 async def _peer(args: argparse.Namespace) -> None:
@@ -90,12 +92,13 @@ async def _peer(args: argparse.Namespace) -> None:
         "connectionstatechange",
         lambda remote, state: logger.info("%s: connection with %s is %s", args.user, remote, state),
     )
-    async with peer:
-        existing = await peer.join(args.signal, args.room, token=args.token)
-        print(  # noqa: T201
-            f"{args.user} joined room {args.room!r} with {existing or 'nobody'}", flush=True
-        )
-        await _until_stopped(args.duration)
+    with _stop_on_signals() as stop:
+        async with peer:
+            existing = await peer.join(args.signal, args.room, token=args.token)
+            print(  # noqa: T201
+                f"{args.user} joined room {args.room!r} with {existing or 'nobody'}", flush=True
+            )
+            await _wait(stop, args.duration)
 
 
 async def _demo(args: argparse.Namespace) -> None:
@@ -107,19 +110,24 @@ async def _demo(args: argparse.Namespace) -> None:
     print(f"results in {result.out}/: stats.parquet stats.csv events.csv timeline.png")  # noqa: T201
 
 
-async def _until_stopped(duration: float | None = None) -> None:
-    """Wait for SIGINT/SIGTERM (or ``duration`` seconds)."""
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT/SIGTERM; installed first, so a signal during startup cleans up."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.wait_for(stop.wait(), duration)
-    except TimeoutError:
-        pass
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def _wait(stop: asyncio.Event, duration: float | None = None) -> None:
+    """Until ``stop`` is set or ``duration`` seconds have passed."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), duration)
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
