@@ -12,6 +12,8 @@ from .events import EventLog, LabClock
 from .exceptions import ConfigurationError, LabTimeoutError
 from .loopback import LOOPBACK
 from .media import MediaSpec
+from .netem.conditions import LinkConditions
+from .netem.relay import Network
 from .peer import Peer
 from .signaling.server import SignalingServer
 from .stats import StatsSampler
@@ -48,6 +50,9 @@ class Lab:
         host_addresses: tuple[str, ...] | None = LOOPBACK,
         server: SignalingServer | None = None,
         server_options: dict[str, Any] | None = None,
+        link: LinkConditions | None = None,
+        network: Network | None = None,
+        seed: int = 0,
     ) -> None:
         self.room = room
         self.clock = LabClock()
@@ -56,8 +61,20 @@ class Lab:
         self._own_server = server is None
         self.server = server or SignalingServer(**(server_options or {}))
         self.peers: dict[str, Peer] = {}
+        if network is not None and link is not None:
+            raise ConfigurationError("give either link= (conditions) or network=, not both")
+        if network is None and link is not None:
+            network = Network(link, seed=seed)
+        self.network = network
+        if network is not None:
+            # One time base for stats, events and link logs.
+            network.clock = self.clock
+            self.server.dispatcher.rewrite = network.rewrite
         self.sampler = StatsSampler(
-            lambda: self.peers.values(), interval=stats_interval, clock=self.clock
+            lambda: self.peers.values(),
+            interval=stats_interval,
+            clock=self.clock,
+            network=network,
         )
         self._started = False
         self._closed = False
@@ -75,6 +92,8 @@ class Lab:
             return
         if self._own_server:
             await self.server.start()
+        if self.network is not None:
+            self.network.start()
         self.sampler.start()
         self._started = True
 
@@ -126,6 +145,19 @@ class Lab:
     def events_frame(self) -> pd.DataFrame:
         return self.events.to_dataframe()
 
+    def links(self) -> pd.DataFrame:
+        """The link log: per-direction counters and conditions, sampled with the stats."""
+        return self.sampler.links_dataframe()
+
+    def set_link(
+        self, src: str, dst: str, conditions: LinkConditions, *, both: bool = False
+    ) -> None:
+        """Change the emulated link from ``src`` to ``dst`` (``both``: and back) during a call."""
+        if self.network is None:
+            raise ConfigurationError("this lab has no network emulator: create it with link=")
+        self.network.set_conditions(src, dst, conditions, both=both)
+        self.events.add(src, dst, "link-change", repr(conditions))
+
     async def close(self) -> None:
         """Stop sampling, close every peer, then the server; safe to call twice."""
         if self._closed:
@@ -138,6 +170,11 @@ class Lab:
             return_exceptions=True,
         )
         errors.extend(r for r in results if isinstance(r, BaseException))
+        if self.network is not None:
+            try:
+                await self.network.close()
+            except Exception as exc:  # gathered: close the rest before reporting
+                errors.append(exc)
         if self._own_server:
             try:
                 await self.server.close()

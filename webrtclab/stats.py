@@ -48,6 +48,7 @@ from .events import LabClock
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from .netem.relay import Network
     from .peer import Peer, PeerSession
 
 __all__ = ["STATS_COLUMNS", "StatsSampler", "session_rows"]
@@ -203,6 +204,8 @@ class StatsSampler:
         interval: float = 0.5,
         clock: LabClock | None = None,
         on_rows: Callable[[list[Row]], None] | None = None,
+        network: Network | None = None,
+        on_link_rows: Callable[[list[Row]], None] | None = None,
     ) -> None:
         if not 0.01 <= interval <= 3600:
             raise ConfigurationError(f"stats interval must be in [0.01, 3600] s, got {interval}")
@@ -211,6 +214,9 @@ class StatsSampler:
         self.clock = clock or LabClock()
         self.on_rows = on_rows
         self.rows: list[Row] = []
+        self.network = network
+        self.on_link_rows = on_link_rows
+        self.link_rows: list[Row] = []
         self._previous: weakref.WeakKeyDictionary[PeerSession, dict[tuple[str, str], _Previous]] = (
             weakref.WeakKeyDictionary()
         )
@@ -231,6 +237,12 @@ class StatsSampler:
         self.rows.extend(rows)
         if self.on_rows is not None and rows:
             self.on_rows(rows)
+        if self.network is not None:
+            # Link counters and conditions on the same clock, so plots show cause and effect.
+            link_rows = self.network.link_rows(now)
+            self.link_rows.extend(link_rows)
+            if self.on_link_rows is not None and link_rows:
+                self.on_link_rows(link_rows)
         return rows
 
     def start(self) -> None:
@@ -258,3 +270,9 @@ class StatsSampler:
     def to_dataframe(self) -> pd.DataFrame:
         """Every row sampled so far."""
         return to_dataframe(self.rows)
+
+    def links_dataframe(self) -> pd.DataFrame:
+        """Every link-log row sampled so far (see :data:`webrtclab.netem.LINK_COLUMNS`)."""
+        from .netem.relay import LINK_COLUMNS
+
+        return pd.DataFrame.from_records(self.link_rows, columns=LINK_COLUMNS)

@@ -8,6 +8,7 @@ the property-based tests) drive it with raw messages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from ..exceptions import ProtocolError
@@ -16,6 +17,11 @@ from . import messages as m
 __all__ = ["Dispatcher", "Member"]
 
 logger = logging.getLogger(__name__)
+
+
+Relayed = m.RelayedOffer | m.RelayedAnswer | m.RelayedIceCandidate
+# (sender, receiver, message) -> the message to deliver, or None to drop it.
+Rewrite = Callable[[str, str, Relayed], Relayed | None]
 
 
 class Member(Protocol):
@@ -39,6 +45,7 @@ class Dispatcher:
         if max_room_size < 1:
             raise ValueError(f"max_room_size must be at least 1, got {max_room_size}")
         self.max_room_size = max_room_size
+        self.rewrite: Rewrite | None = None
         self._users: dict[str, Member] = {}
         self._rooms: dict[str, dict[str, Member]] = {}
 
@@ -97,29 +104,35 @@ class Dispatcher:
             self._remove(member)
             return
 
-        target = self._target(member, user_id, message.to, _type_of(message))
-        relayed: m.RelayedOffer | m.RelayedAnswer | m.RelayedIceCandidate
-        if isinstance(message, m.Offer):
-            relayed = m.RelayedOffer(from_=user_id, to=message.to, sdp=message.sdp)
-        elif isinstance(message, m.Answer):
-            relayed = m.RelayedAnswer(from_=user_id, to=message.to, sdp=message.sdp)
+        # The relay: the hot path.  The message is re-encoded from the validated
+        # struct, with ``from`` set here: nothing else a client sent goes through.
+        to = message.to
+        room = self._rooms.get(member.room_id)
+        target = room.get(to) if room is not None else None
+        if target is None or to == user_id:
+            raise self._bad_target(member, user_id, to, _type_of(message))
+        relayed: Relayed
+        if isinstance(message, m.IceCandidate):
+            relayed = m.RelayedIceCandidate(from_=user_id, to=to, candidate=message.candidate)
+        elif isinstance(message, m.Offer):
+            relayed = m.RelayedOffer(from_=user_id, to=to, sdp=message.sdp)
         else:
-            relayed = m.RelayedIceCandidate(
-                from_=user_id, to=message.to, candidate=message.candidate
-            )
+            relayed = m.RelayedAnswer(from_=user_id, to=to, sdp=message.sdp)
+        if self.rewrite is not None:
+            # The network emulator's hook: candidates become relay addresses.
+            rewritten = self.rewrite(user_id, message.to, relayed)
+            if rewritten is None:
+                return
+            relayed = rewritten
         target.deliver(m.encode(relayed))
 
-    def _target(self, member: Member, user_id: str, to: str, kind: str) -> Member:
+    def _bad_target(self, member: Member, user_id: str, to: str, kind: str) -> ProtocolError:
         if to == user_id:
-            raise ProtocolError("invalid-target", f'cannot send "{kind}" to oneself ("{to}")')
-        room = self._rooms.get(member.room_id or "", {})
-        target = room.get(to)
-        if target is None:
-            raise ProtocolError(
-                "unknown-peer",
-                f'cannot send "{kind}" to "{to}": no such user in room "{member.room_id}"',
-            )
-        return target
+            return ProtocolError("invalid-target", f'cannot send "{kind}" to oneself ("{to}")')
+        return ProtocolError(
+            "unknown-peer",
+            f'cannot send "{kind}" to "{to}": no such user in room "{member.room_id}"',
+        )
 
     def _join(self, member: Member, message: m.Join) -> None:
         room_id, user_id = message.roomId, message.userId

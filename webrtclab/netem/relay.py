@@ -1,0 +1,468 @@
+"""The emulated network: a UDP relay on 127.0.0.1 with a link model between every pair.
+
+How a pair of peers A and B is put behind the relay (see docs/platform.md):
+
+* every UDP candidate of A that B is told about (in an offer, an answer or a trickled
+  ``ice-candidate``) is rewritten to a relay socket ``P(A, a)`` standing for it, and
+  likewise for B, so each peer only ever talks to relay sockets;
+* a datagram arriving on ``P(A, a)`` from B's real address ``b`` is a packet B -> A: it
+  goes through the B -> A link model and leaves from ``P(B, b)`` towards ``a``, so A sees
+  it coming from the address it was told is B's.
+
+A datagram from an address the relay has not seen yet can only come from the pair's other
+peer (each relay socket belongs to one pair): a socket is made for it on the spot, as a
+peer-reflexive candidate would be.
+
+The relay runs in a thread with its own event loop (uvloop when installed) so that the
+lab's loop, busy encoding video or serving a notebook, does not delay packets.  Release
+times are kept to well under a millisecond by waking a little early and sleeping the rest
+with ``time.sleep`` (which releases the GIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiortc.sdp import candidate_to_sdp
+
+from ..events import LabClock
+from ..exceptions import ConfigurationError
+from ..sdp import is_loopback, parse_candidate
+from ..signaling import messages as m
+from ..signaling.rooms import Relayed
+from .conditions import LinkConditions, Schedule
+from .link import LinkModel
+
+__all__ = ["LINK_COLUMNS", "Network"]
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+# Wake this long before a release and sleep the rest: the loop's timers are only
+# millisecond-precise (epoll and libuv round up), time.sleep is ~0.1 ms precise.
+EARLY_WAKE_S = 0.0015
+SOCKET_BUFFER = 1 << 20
+
+LINK_COLUMNS = [
+    "time_s",
+    "src",
+    "dst",
+    "packets_in",
+    "delivered",
+    "dropped_loss",
+    "dropped_burst",
+    "dropped_queue",
+    "dropped_outage",
+    "duplicated",
+    "bytes_in",
+    "bytes_delivered",
+    "queue_delay_mean_ms",
+    "queue_delay_max_ms",
+    "delay_ms",
+    "jitter_ms",
+    "loss",
+    "rate_kbps",
+]
+
+
+class _Proxy(asyncio.DatagramProtocol):
+    """A relay socket standing for one candidate (``real``) of ``owner`` in one pair."""
+
+    def __init__(self, network: Network, pair: _Pair, owner: str, real: Address) -> None:
+        self.network, self.pair, self.owner, self.real = network, pair, owner, real
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            self.sock.bind((network.host, 0))
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            raise
+        self.address: Address = self.sock.getsockname()[:2]
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.network._forward(self, data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable and friends
+        logger.debug("relay socket %s: %s", self.address, exc)
+
+
+@dataclass
+class _Direction:
+    """Packets from ``src`` to ``dst``: the link model and the packets waiting to leave."""
+
+    src: str
+    dst: str
+    model: LinkModel
+    heap: list[tuple[float, int, bytes, socket.socket, Address]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    timer_at: float = 0.0
+    send_errors: int = 0
+
+
+@dataclass
+class _Pair:
+    a: str
+    b: str
+    directions: dict[tuple[str, str], _Direction]
+    proxies: dict[tuple[str, Address], _Proxy] = field(default_factory=dict)
+    by_real: dict[Address, _Proxy] = field(default_factory=dict)
+
+    def other(self, user: str) -> str:
+        return self.b if user == self.a else self.a
+
+
+class Network:
+    """Emulated links between lab peers, in a UDP relay on loopback.
+
+    :param conditions: what every direction of every pair gets unless set otherwise.
+    :param seed: seeds every link (each direction derives its own seed from it and the
+        two user ids, so runs are reproducible whatever the join order).
+    :param clock: the lab clock: link logs and schedules use its time base.
+    """
+
+    def __init__(
+        self,
+        conditions: LinkConditions | None = None,
+        *,
+        seed: int = 0,
+        clock: LabClock | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if not is_loopback(host):
+            raise ConfigurationError(f"the relay must bind a loopback address, got {host!r}")
+        self.default = conditions or LinkConditions()
+        self.seed = seed
+        self.clock = clock or LabClock()
+        self.host = host
+        self._overrides: dict[tuple[str, str], LinkConditions] = {}
+        self._schedules: dict[tuple[str, str], Schedule] = {}
+        self._direct: set[frozenset[str]] = set()
+        self._pairs: dict[frozenset[str], _Pair] = {}
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._closed = False
+        self.unknown_pair_packets = 0
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the relay thread (idempotent)."""
+        if self._closed:
+            raise ConfigurationError("cannot start a network that was closed")
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="webrtclab-relay", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(self._ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            for pair in self._pairs.values():
+                for proxy in pair.proxies.values():
+                    if proxy.transport is not None:
+                        proxy.transport.close()
+                    else:
+                        proxy.sock.close()
+            loop.run_until_complete(asyncio.sleep(0))  # let transports finish closing
+            loop.close()
+
+    async def close(self) -> None:
+        """Stop the relay and close its sockets; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join, 5.0)
+
+    async def __aenter__(self) -> Network:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- conditions ---------------------------------------------------------------------
+
+    def direct(self, a: str, b: str) -> None:
+        """Leave the pair (a, b) unimpaired and off the relay (before they negotiate)."""
+        self._direct.add(frozenset((a, b)))
+
+    def conditions(self, src: str, dst: str) -> LinkConditions:
+        """The conditions in force from ``src`` to ``dst``."""
+        pair = self._pairs.get(frozenset((src, dst)))
+        if pair is not None:
+            return pair.directions[(src, dst)].model.conditions
+        return self._overrides.get((src, dst), self.default)
+
+    def set_conditions(
+        self,
+        src: str,
+        dst: str,
+        conditions: LinkConditions,
+        *,
+        both: bool = False,
+    ) -> None:
+        """Change the link from ``src`` to ``dst`` (and back, with ``both``), live."""
+        if not isinstance(conditions, LinkConditions):
+            raise ConfigurationError(
+                f"conditions must be LinkConditions, got {type(conditions).__name__}"
+            )
+        directions = [(src, dst), (dst, src)] if both else [(src, dst)]
+        for key in directions:
+            self._overrides[key] = conditions
+            pair = self._pairs.get(frozenset(key))
+            if pair is not None:
+                self._call(self._apply, pair.directions[key], conditions)
+
+    def set_schedule(self, src: str, dst: str, schedule: Schedule) -> None:
+        """Condition changes at set times after the pair's first negotiation."""
+        if frozenset((src, dst)) in self._pairs:
+            raise ConfigurationError(
+                f"cannot set a schedule for {src}->{dst}: the link exists already"
+            )
+        self._schedules[(src, dst)] = list(schedule)
+
+    def _apply(self, direction: _Direction, conditions: LinkConditions) -> None:
+        direction.model.set_conditions(conditions, self.clock.now())
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` on the relay thread (the link models live there)."""
+        if self._loop is None or threading.current_thread() is self._thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # --- pairs and candidates ------------------------------------------------------------
+
+    def _pair(self, a: str, b: str) -> _Pair | None:
+        key = frozenset((a, b))
+        if key in self._direct:
+            return None
+        pair = self._pairs.get(key)
+        if pair is None:
+            self.start()
+            now = self.clock.now()
+            directions = {}
+            for src, dst in ((a, b), (b, a)):
+                seed = zlib.crc32(f"{self.seed}:{src}->{dst}".encode())
+                model = LinkModel(
+                    self._overrides.get((src, dst), self.default),
+                    seed=seed,
+                    start_time=now,
+                    schedule=self._schedules.get((src, dst)),
+                    name=f"{src}->{dst}",
+                )
+                directions[(src, dst)] = _Direction(src, dst, model)
+            pair = _Pair(a, b, directions)
+            self._pairs[key] = pair
+        return pair
+
+    def _proxy(self, pair: _Pair, owner: str, real: Address) -> _Proxy:
+        with self._lock:
+            proxy = pair.proxies.get((owner, real))
+            if proxy is not None:
+                return proxy
+            proxy = _Proxy(self, pair, owner, real)
+            pair.proxies[(owner, real)] = proxy
+            pair.by_real[real] = proxy
+        self._call(self._attach, proxy)
+        return proxy
+
+    def _attach(self, proxy: _Proxy) -> None:
+        loop = self._loop
+        assert loop is not None
+        task = loop.create_task(loop.create_datagram_endpoint(lambda: proxy, sock=proxy.sock))
+        task.add_done_callback(_log_failure)
+
+    def rewrite_candidate(self, sender: str, receiver: str, text: str) -> str | None:
+        """``text`` (``candidate:...``) as ``receiver`` must see it; None to drop it."""
+        if not text:
+            return text  # end-of-candidates
+        pair = self._pair(sender, receiver)
+        if pair is None:
+            return text
+        candidate = parse_candidate(text)
+        if candidate.protocol.lower() != "udp" or not is_loopback(candidate.ip):
+            # Traffic to it would bypass the emulator (or leave the host): hide it.
+            return None
+        proxy = self._proxy(pair, sender, (candidate.ip, candidate.port))
+        candidate.ip, candidate.port = proxy.address
+        candidate.relatedAddress = candidate.relatedPort = None
+        return "candidate:" + candidate_to_sdp(candidate)
+
+    def rewrite_sdp(self, sender: str, receiver: str, sdp: str) -> str:
+        """``sdp`` with every candidate of ``sender`` replaced by its relay socket."""
+        if self._pair(sender, receiver) is None:
+            return sdp
+        lines = []
+        for line in sdp.splitlines():
+            if line.startswith("a=candidate:"):
+                rewritten = self.rewrite_candidate(sender, receiver, line[2:])
+                if rewritten is None:
+                    continue
+                line = "a=" + rewritten
+            lines.append(line)
+        return "\r\n".join(lines) + "\r\n"
+
+    def rewrite(self, sender: str, receiver: str, message: Relayed) -> Relayed | None:
+        """The signaling hook: rewrite relayed offers, answers and candidates."""
+        if isinstance(message, m.RelayedOffer | m.RelayedAnswer) and message.sdp is not None:
+            sdp = msgspec.structs.replace(
+                message.sdp, sdp=self.rewrite_sdp(sender, receiver, message.sdp.sdp)
+            )
+            return msgspec.structs.replace(message, sdp=sdp)
+        if isinstance(message, m.RelayedIceCandidate) and message.candidate is not None:
+            text = self.rewrite_candidate(sender, receiver, message.candidate.candidate)
+            if text is None:
+                return None
+            candidate = msgspec.structs.replace(message.candidate, candidate=text)
+            return msgspec.structs.replace(message, candidate=candidate)
+        return message
+
+    # --- the data path (relay thread) ------------------------------------------------------
+
+    def _forward(self, proxy: _Proxy, data: bytes, addr: Address) -> None:
+        pair = proxy.pair
+        sender = pair.by_real.get(addr)
+        if sender is None:
+            # Only the pair's other peer knows this socket: a peer-reflexive address.
+            sender = self._proxy(pair, pair.other(proxy.owner), addr)
+        if sender.owner == proxy.owner:
+            self.unknown_pair_packets += 1
+            return
+        direction = pair.directions[(sender.owner, proxy.owner)]
+        now = self.clock.now()
+        for delivery in direction.model.submit(len(data), now):
+            release = delivery.release_time
+            if release is None:
+                continue
+            if release <= now:
+                self._send(direction, sender.sock, data, proxy.real)
+            else:
+                heapq.heappush(
+                    direction.heap, (release, next(self._seq), data, sender.sock, proxy.real)
+                )
+        if direction.heap:
+            self._arm(direction)
+
+    def _send(self, direction: _Direction, sock: socket.socket, data: bytes, addr: Address) -> None:
+        try:
+            sock.sendto(data, addr)
+        except OSError:  # buffer full or socket closed: the packet is lost, as on a wire
+            direction.send_errors += 1
+
+    def _arm(self, direction: _Direction) -> None:
+        head = direction.heap[0][0]
+        if direction.timer is not None:
+            if direction.timer_at <= head:
+                return
+            direction.timer.cancel()
+        loop = self._loop
+        assert loop is not None
+        direction.timer_at = head
+        delay = max(0.0, head - self.clock.now() - EARLY_WAKE_S)
+        direction.timer = loop.call_later(delay, self._release, direction)
+
+    def _release(self, direction: _Direction) -> None:
+        direction.timer = None
+        heap = direction.heap
+        clock = self.clock
+        now = clock.now()
+        while heap:
+            wait = heap[0][0] - now
+            if wait > 0:
+                if wait > EARLY_WAKE_S:
+                    break
+                time.sleep(wait)
+                now = clock.now()
+                continue
+            _, _, data, sock, addr = heapq.heappop(heap)
+            self._send(direction, sock, data, addr)
+        if heap:
+            self._arm(direction)
+
+    # --- observability ----------------------------------------------------------------------
+
+    def link_rows(self, now: float | None = None) -> list[tuple[Any, ...]]:
+        """One row per link direction: counters so far and the conditions in force."""
+        now = self.clock.now() if now is None else now
+        rows = []
+        for pair in list(self._pairs.values()):
+            for (src, dst), direction in pair.directions.items():
+                model = direction.model
+                stats, cond = model.stats, model.conditions
+                drops = stats.dropped_by_reason
+                rate = cond.rate_kbps
+                trace = cond.capacity_trace
+                if rate is None and trace is not None:
+                    # The capacity over the last second, as the trace gives it.
+                    elapsed_ms = max((now - model.start_time) * 1000, 1.0)
+                    rate = trace.rate_kbps_between(max(0.0, elapsed_ms - 1000), elapsed_ms)
+                rows.append(
+                    (
+                        now,
+                        src,
+                        dst,
+                        stats.packets_in,
+                        stats.delivered,
+                        drops["loss"],
+                        drops["burst"],
+                        drops["queue"],
+                        drops["outage"],
+                        stats.duplicated,
+                        stats.bytes_in,
+                        stats.bytes_delivered,
+                        stats.queue_delay_mean_s * 1000,
+                        stats.queue_delay_max_s * 1000,
+                        cond.delay_ms,
+                        cond.jitter_ms,
+                        cond.loss,
+                        float("nan") if rate is None else float(rate),
+                    )
+                )
+        return rows
+
+    def proxies(self) -> list[tuple[str, str, Address, Address]]:
+        """(owner, other peer, real address, relay address) of every relay socket."""
+        out = []
+        for pair in self._pairs.values():
+            for proxy in pair.proxies.values():
+                out.append((proxy.owner, pair.other(proxy.owner), proxy.real, proxy.address))
+        return out
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("relay socket failed to start: %r", task.exception())
