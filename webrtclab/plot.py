@@ -69,4 +69,4 @@ def _draw_conditions(links: pd.DataFrame, ax_rate: Axes, ax_rtt: Axes, ax_loss: 
     by_time = links.groupby("time_s")["delay_ms"]
     rtt = by_time.sum() if links[["src", "dst"]].drop_duplicates().shape[0] == 2 else None
     if rtt is not None:
-        ax_rtt.plot(rtt.index, rtt.values, label="configured RTT", **style)
+        ax_rtt.plot(rtt.index, rtt.to_numpy(), label="configured RTT", **style)
