@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= out/demo
 DURATION ?= 10
-# Debian packages the tests need (none yet for the core lab; TURN and browser
-# tests add coturn and chromium here).
-APT_PACKAGES ?=
+# Debian packages the tests need: Chromium for the browser-in-the-loop tests
+# (driven by Playwright with executable_path, since Playwright cannot download here).
+APT_PACKAGES ?= chromium
 
 .PHONY: demo test check lint typecheck pytest bench apt-deps clean
 

@@ -155,8 +155,42 @@ class PeerSession:
             await self.pc.addIceCandidate(candidate)
 
     async def _set_local(self, description: RTCSessionDescription) -> None:
+        self._guard_ice()
         with gather_on(self.peer.host_addresses):
             await self.pc.setLocalDescription(description)
+
+    def _guard_ice(self) -> None:
+        """Ignore ICE checks that come from addresses this peer does not accept.
+
+        Filtering signaled candidates is not enough: a remote that also gathers on
+        other interfaces (Chromium: 192.0.2.2 and 127.0.0.1) sends checks from them
+        to our loopback candidate, and aioice would answer, learn the source as a
+        peer-reflexive candidate and, if the remote nominates that pair, send all
+        media to it.  Unanswered, such checks fail and the loopback pair wins.
+        Runs before gathering, so before any socket can receive a check; with
+        BUNDLE there is one aioice connection for every transceiver.
+        """
+        if self.peer.host_addresses is None:
+            return
+        transports = [t.receiver.transport for t in self.pc.getTransceivers()]
+        if self.pc.sctp is not None:
+            transports.append(self.pc.sctp.transport)
+        for dtls in transports:
+            connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+            if connection is None or getattr(connection, "_webrtclab_guarded", False):
+                continue
+            original = connection.request_received
+
+            def request_received(
+                message: Any, addr: tuple[str, int], protocol: Any, _orig: Any = original
+            ) -> None:
+                if self.peer.accepts_address(addr[0]):
+                    _orig(message, addr, protocol)
+                else:
+                    logger.debug("%r: ignored an ICE check from %s", self, addr[0])
+
+            connection.request_received = request_received
+            connection._webrtclab_guarded = True
 
     async def _set_remote(self, description: RTCSessionDescription) -> None:
         sdp = filter_candidates(description.sdp, self.peer.accepts_candidate)
@@ -378,9 +412,13 @@ class Peer(AsyncIOEventEmitter):
 
     def accepts_candidate(self, candidate: RTCIceCandidate) -> bool:
         """Remote candidates a loopback peer may use: loopback ones only."""
+        return self.accepts_address(candidate.ip)
+
+    def accepts_address(self, host: str) -> bool:
+        """Remote addresses a loopback peer may talk to: loopback ones only."""
         if self.host_addresses is None:
             return True
-        return is_loopback(candidate.ip) or candidate.ip in self.host_addresses
+        return is_loopback(host) or host in self.host_addresses
 
     # --- room membership --------------------------------------------------------------
 
