@@ -30,6 +30,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from webrtclab import SignalingServer
+from webrtclab.netem import LinkConditions
+from webrtclab.netem.relay import Network
 from webrtclab.sdp import is_loopback
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -129,6 +131,12 @@ class Bot:
 
 @pytest_asyncio.fixture
 async def bot(signaling: SignalingServer, tmp_path: Path) -> AsyncIterator[Bot]:
+    async with start_bot(signaling.url, tmp_path) as handle:
+        yield handle
+
+
+@contextlib.asynccontextmanager
+async def start_bot(url: str, tmp_path: Path) -> AsyncIterator[Bot]:
     log = tmp_path / "bot.log"
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
@@ -138,7 +146,7 @@ async def bot(signaling: SignalingServer, tmp_path: Path) -> AsyncIterator[Bot]:
             "-v",  # INFO log (connection states, ICE checks) into bot.log for diagnostics
             "peer",
             "--signal",
-            signaling.url,
+            url,
             "--room",
             ROOM,
             "--user",
@@ -321,3 +329,50 @@ async def test_seed_browser_client_calls_the_bot(
     finally:
         with contextlib.suppress(Exception):
             await page.close()
+
+
+async def test_browser_call_through_the_network_emulator(
+    page_url: str, browser: Browser, tmp_path: Path
+) -> None:
+    """The browser's trickled candidates are rewritten like aiortc's: the call crosses
+    the relay and the browser's own ICE round-trip time shows the configured delay."""
+    delay_ms = 40
+    network = Network(LinkConditions(delay_ms=delay_ms), seed=3)
+    async with SignalingServer("127.0.0.1", 0) as server, network:
+        server.dispatcher.rewrite = network.rewrite
+        async with start_bot(server.url, tmp_path) as handle:
+            await handle.wait_joined()
+            page = await browser.new_page()
+            query = urlencode({"ws": server.url, "room": ROOM, "user": USER})
+            try:
+                async with asyncio.timeout(45):
+                    await page.goto(f"{page_url}/seed_client.html?{query}")
+                    await wait_js(
+                        page,
+                        f"window.state.connectionStates[{json.dumps(BOT)}]?.includes('connected')",
+                        "connection through the relay",
+                    )
+                    relay_ports = {relay[1] for _, _, _, relay in network.proxies()}
+                    summary = await wait_stats(
+                        page,
+                        lambda s: (
+                            s["selectedPair"] is not None
+                            and s["selectedPair"]["currentRoundTripTime"] is not None
+                        ),
+                        "a selected pair with a round-trip time",
+                    )
+                    pair = summary["selectedPair"]
+                    # The browser talks to a relay socket standing for the bot.
+                    assert pair["remote"]["address"] == "127.0.0.1", pair
+                    assert pair["remote"]["port"] in relay_ports, (pair, relay_ports)
+                    rtt_ms = pair["currentRoundTripTime"] * 1000
+                    assert 2 * delay_ms - 5 <= rtt_ms <= 2 * delay_ms + 40, pair
+                    await wait_js(page, "window.state.channels.chat === 'open'", "chat open")
+                    assert await page.evaluate("t => window.sendChat(t)", "via relay") == 1
+                    await wait_js(page, "window.state.chat.length >= 1", "echo via relay")
+                    rows = network.link_rows()
+                    assert {(r[1], r[2]) for r in rows} == {(BOT, USER), (USER, BOT)}
+                    assert all(r[4] > 0 for r in rows), rows  # packets delivered both ways
+            finally:
+                with contextlib.suppress(Exception):
+                    await page.close()
