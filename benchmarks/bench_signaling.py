@@ -2,10 +2,13 @@
 
 Run it from the repository root::
 
-    .venv/bin/python benchmarks/bench_signaling.py            # ~1 minute
-    .venv/bin/python benchmarks/bench_signaling.py --quick    # ~20 seconds
+    .venv/bin/python benchmarks/bench_signaling.py               # ~1 minute
+    .venv/bin/python benchmarks/bench_signaling.py --quick       # ~20 seconds
+    .venv/bin/python benchmarks/bench_signaling.py --repeat 3    # median of 3, interleaved
 
-For each server and each client count (200 and 1000 by default) it starts
+It needs Node.js; the ``ws`` package is installed into benchmarks/node_modules with
+``npm ci`` when missing.  For each client count (200 and 1000 by default) and each
+server it starts
 
 * the server in its own process: webrtclab's ``SignalingServer`` on uvloop with rate
   limiting off (``rate=0``) and a large ``max_queue``, or ``seed_relay.js``, the seed's
@@ -15,11 +18,14 @@ For each server and each client count (200 and 1000 by default) it starts
   embedded in the candidate string.
 
 On machines with two or more CPUs the server is pinned to CPU 0 and the generator to
-CPU 1, so each has a core of its own; the table shows how busy each was, so a saturated
-generator is visible.  Throughput is delivered messages/s over a fixed window after a
-warm-up, with about 1000 messages in flight in total (closed loop); latency is send to
-delivery, measured in the generator's process.  A second, paced phase sends a fixed
-rate (10k msg/s by default) to measure latency when the server is not saturated.
+CPU 1, so each has a core of its own.  Throughput is delivered messages/s over a fixed
+window after a warm-up, with about 1000 messages in flight in total (closed loop);
+latency is send to delivery, measured in the generator's process.  A second, paced
+phase sends a fixed rate (10k msg/s by default) to measure latency when the server is
+not saturated.  The table shows how busy the server, the generator and the rest of the
+machine were, so a saturated generator or a busy machine is visible (and warned
+about); before each run the script waits (up to ``--wait-idle`` seconds) for other
+load to stop.
 
 Everything listens and connects on 127.0.0.1 only, on free ports; every child process
 exits when this script does, and every step has a deadline.
@@ -153,7 +159,34 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=10)
 
 
+def _busy_seconds() -> float:
+    """Busy CPU time of the whole machine so far (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.25) -> None:
+    """Wait (at most max_wait s) until the machine is nearly idle before a run."""
+    deadline = time.monotonic() + max_wait
+    told = False
+    while True:
+        before = _busy_seconds()
+        time.sleep(0.5)
+        busy = (_busy_seconds() - before) / 0.5
+        if not busy > threshold or time.monotonic() >= deadline:
+            return
+        if not told:
+            print(f"  (other work is using {busy:.2f} cores: waiting for it)", flush=True)
+            told = True
+
+
 def run_one(kind: str, clients: int, args: argparse.Namespace, node: str) -> dict[str, Any]:
+    if args.wait_idle > 0:
+        wait_for_quiet(args.wait_idle)
     pin = args.pin and (os.cpu_count() or 1) >= 2
     server = start_server(kind, node, 0 if pin else None, args.room_size)
     try:
@@ -204,16 +237,17 @@ def print_table(results: dict[tuple[str, int], dict[str, Any]], args: argparse.N
     header = (
         f"{'server':<16}{'clients':>8}{'msgs/s':>10}{'vs seed':>9}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'paced p50':>11}{'paced p99':>11}"
-        f"{'srv CPU':>9}{'gen CPU':>9}"
+        f"{'srv CPU':>9}{'gen CPU':>9}{'other':>7}{'msgs/CPU-s':>12}"
     )
     print()
     print(
-        f"signaling relay, rooms of {args.room_size}, mix={args.mix}, "
-        f"~{args.inflight} msgs in flight, {args.duration:g} s window after {args.warmup:g} s "
-        f"warm-up, paced phase {args.paced_rate:g} msg/s; CPU in cores"
+        f"signaling relay on 127.0.0.1, rooms of {args.room_size}, mix={args.mix}, "
+        f"~{args.inflight} msgs in flight; {args.duration:g} s window after {args.warmup:g} s "
+        f"warm-up; paced phase at {args.paced_rate:g} msg/s; median of {args.repeat} run(s)"
     )
     print(header)
     print("-" * len(header))
+    warnings = []
     for clients in args.clients:
         for kind in args.servers:
             r = results.get((kind, clients))
@@ -228,12 +262,33 @@ def print_table(results: dict[tuple[str, int], dict[str, Any]], args: argparse.N
             )
             lat = sat["latencyMs"]
             plat = paced["latencyMs"] if paced else {"p50": float("nan"), "p99": float("nan")}
+            efficiency = sat["rate"] / sat["serverCpu"] if sat["serverCpu"] > 0 else float("nan")
             print(
                 f"{LABELS[kind]:<16}{clients:>8}{sat['rate']:>10,.0f}{ratio:>9}"
                 f"{_ms(lat['p50']):>9}{_ms(lat['p99']):>9}"
                 f"{_ms(plat['p50']):>11}{_ms(plat['p99']):>11}"
-                f"{sat['serverCpu']:>9.2f}{sat['generatorCpu']:>9.2f}"
+                f"{sat['serverCpu']:>9.2f}{sat['generatorCpu']:>9.2f}{sat['otherCpu']:>7.2f}"
+                f"{efficiency:>12,.0f}"
             )
+            if sat["generatorCpu"] > 0.9:
+                warnings.append(
+                    f"{LABELS[kind]}, {clients} clients: the load generator was busy "
+                    f"{sat['generatorCpu']:.0%} of a core, so it may have been the limit"
+                )
+            if sat["otherCpu"] > 0.25:
+                warnings.append(
+                    f"{LABELS[kind]}, {clients} clients: other work used {sat['otherCpu']:.2f} "
+                    "cores meanwhile; the figures are lower than on an idle machine"
+                )
+    print()
+    print(
+        "msgs/s: relayed messages delivered per second (saturated, closed loop); p50/p99: send "
+        "to delivery; paced: latency at the fixed rate; CPU in cores over the window (srv: "
+        "server process, gen: load generator, other: everything else on the machine); "
+        "msgs/CPU-s: messages per second of server CPU."
+    )
+    for warning in warnings:
+        print(f"warning: {warning}")
     print()
 
 
@@ -250,6 +305,12 @@ def main() -> None:
     parser.add_argument("--paced-duration", type=float, default=3.0, help="seconds")
     parser.add_argument("--mix", choices=("ice", "offer", "mixed"), default="ice")
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell; median kept")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=30.0,
+        help="before each run, wait up to this many seconds for other load to stop",
+    )
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin CPUs")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--serve", type=int, metavar="ROOM_SIZE", help=argparse.SUPPRESS)
@@ -267,22 +328,26 @@ def main() -> None:
     node = ensure_node_deps()
 
     started = time.monotonic()
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    for clients in args.clients:
-        for kind in args.servers:
-            runs = []
-            for _ in range(args.repeat):
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    # Interleaved (every cell once, then again) so that a burst of other load on the
+    # machine does not land on one server only.
+    for _ in range(args.repeat):
+        for clients in args.clients:
+            for kind in args.servers:
                 r = run_one(kind, clients, args, node)
                 sat = r["saturated"]
                 print(
                     f"  {LABELS[kind]:<16} {clients:>5} clients: {sat['rate']:>9,.0f} msg/s, "
-                    f"p50 {sat['latencyMs']['p50']:.2f} ms, p99 {sat['latencyMs']['p99']:.2f} ms",
+                    f"p50 {sat['latencyMs']['p50']:.2f} ms, p99 {sat['latencyMs']['p99']:.2f} ms, "
+                    f"server CPU {sat['serverCpu']:.2f}, generator CPU "
+                    f"{sat['generatorCpu']:.2f}, other {sat['otherCpu']:.2f}",
                     flush=True,
                 )
-                runs.append(r)
-            rates = [r["saturated"]["rate"] for r in runs]
-            median = statistics.median_low(rates)
-            results[(kind, clients)] = runs[rates.index(median)]
+                runs.setdefault((kind, clients), []).append(r)
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for key, cell in runs.items():
+        rates = [r["saturated"]["rate"] for r in cell]
+        results[key] = cell[rates.index(statistics.median_low(rates))]
     print_table(results, args)
     print(f"total time {time.monotonic() - started:.0f} s")
     if args.json:

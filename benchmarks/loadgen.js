@@ -81,32 +81,61 @@ function senderOf(j) {
   return base + ((j - base + K - 1) % K);
 }
 
-const icePrefix = [];
-const offerPrefix = [];
-for (let i = 0; i < N; i++) {
-  const to = `u${targetOf(i)}`;
-  icePrefix.push(
-    `{"type":"ice-candidate","to":"${to}","candidate":{"candidate":"candidate:${1000000 + i} 1 ` +
-      `udp 2122260223 192.168.${i >> 8}.${i & 255} ${50000 + (i % 10000)} typ host generation 0 ` +
-      `ufrag EsAw network-id 1 network-cost 10 ${MARK}`,
-  );
-  offerPrefix.push(`{"type":"offer","to":"${to}","sdp":{"type":"offer","sdp":"${SDP_BODY}${MARK}`);
-}
+// Each client's two messages are prebuilt buffers; send() writes the timestamp into
+// them in place (fixed width, zero-padded), and ws copies them as it masks the frame.
+const STAMP_WIDTH = 14; // milliseconds since the generator started, 3 decimals
 const ICE_SUFFIX = '","sdpMid":"0","sdpMLineIndex":0}}';
 const OFFER_SUFFIX = '"}}';
+const iceBufs = [];
+const offerBufs = [];
+const iceStampAt = [];
+const offerStampAt = [];
+for (let i = 0; i < N; i++) {
+  const to = `u${targetOf(i)}`;
+  const ice =
+    `{"type":"ice-candidate","to":"${to}","candidate":{"candidate":"candidate:${1000000 + i} 1 ` +
+    `udp 2122260223 192.168.${i >> 8}.${i & 255} ${50000 + (i % 10000)} typ host generation 0 ` +
+    `ufrag EsAw network-id 1 network-cost 10 ${MARK}`;
+  const offer = `{"type":"offer","to":"${to}","sdp":{"type":"offer","sdp":"${SDP_BODY}${MARK}`;
+  iceStampAt.push(ice.length);
+  offerStampAt.push(offer.length);
+  iceBufs.push(Buffer.from(ice + '0'.repeat(STAMP_WIDTH) + ICE_SUFFIX, 'latin1'));
+  offerBufs.push(Buffer.from(offer + '0'.repeat(STAMP_WIDTH) + OFFER_SUFFIX, 'latin1'));
+}
 
 const sockets = new Array(N);
 const sentCount = new Uint32Array(N);
 const inflight = new Int32Array(N);
+const TEXT = { binary: false };
 
 function send(i) {
-  const ts = performance.now().toFixed(3);
   let offer = false;
   if (cfg.mix === 'offer') offer = true;
   else if (cfg.mix === 'mixed') offer = (sentCount[i] & 7) === 0;
   sentCount[i]++;
   inflight[i]++;
-  sockets[i].send(offer ? offerPrefix[i] + ts + OFFER_SUFFIX : icePrefix[i] + ts + ICE_SUFFIX);
+  const buf = offer ? offerBufs[i] : iceBufs[i];
+  const ts = performance.now().toFixed(3).padStart(STAMP_WIDTH, '0');
+  buf.latin1Write(ts, offer ? offerStampAt[i] : iceStampAt[i], STAMP_WIDTH);
+  if (!corked[i]) {
+    // Messages a client sends within one tick leave in one write (one syscall).
+    corked[i] = 1;
+    sockets[i]._socket.cork();
+    corkedList.push(i);
+    if (corkedList.length === 1) process.nextTick(uncorkAll);
+  }
+  sockets[i].send(buf, TEXT);
+}
+
+const corked = new Uint8Array(N);
+let corkedList = [];
+function uncorkAll() {
+  const list = corkedList;
+  corkedList = [];
+  for (const i of list) {
+    corked[i] = 0;
+    sockets[i]._socket.uncork();
+  }
 }
 
 // --- delivery accounting --------------------------------------------------------------
@@ -120,20 +149,41 @@ let verified = 0;
 let errors = [];
 let seen = 0;
 
-function onRelayed(j, text, idx) {
+const MARK_BUF = Buffer.from(MARK, 'latin1');
+
+// The send timestamp, parsed straight from the bytes after MARK (digits and a dot).
+function parseStamp(buf, i) {
+  let value = 0;
+  let scale = 0;
+  for (let c = buf[i]; c !== undefined; c = buf[++i]) {
+    if (c >= 48 && c <= 57) {
+      value = value * 10 + (c - 48);
+      scale *= 10;
+    } else if (c === 46 && scale === 0) {
+      scale = 1;
+    } else {
+      break;
+    }
+  }
+  return scale ? value / scale : value;
+}
+
+function onRelayed(j, data, idx) {
   const now = performance.now();
-  const ts = parseFloat(text.slice(idx + MARK.length));
+  const ts = parseStamp(data, idx + MARK_BUF.length);
   const s = senderOf(j);
   inflight[s]--;
   if (recording) {
     delivered++;
-    bytesDelivered += text.length;
+    bytesDelivered += data.length;
     latencies.push(now - ts);
   }
   if (++seen % cfg.verifyEvery === 0) {
+    const text = data.toString();
     const msg = JSON.parse(text);
     if (msg.from !== `u${s}` || msg.to !== `u${j}` ||
-        (msg.type !== 'ice-candidate' && msg.type !== 'offer')) {
+        (msg.type !== 'ice-candidate' && msg.type !== 'offer') ||
+        Math.abs(parseFloat(text.slice(text.lastIndexOf(MARK) + MARK.length)) - ts) > 1e-6) {
       errors.push(`bad relayed message at u${j}: ${text.slice(0, 200)}`);
     } else {
       verified++;
@@ -163,10 +213,9 @@ function connect(i) {
       ws.send(JSON.stringify({ type: 'join', roomId: `r${Math.floor(i / K)}`, userId: `u${i}` }));
     });
     ws.on('message', (data) => {
-      const text = data.toString('latin1');
-      const idx = text.lastIndexOf(MARK);
-      if (idx >= 0) onRelayed(i, text, idx);
-      else onControl(i, text, () => { joined = true; resolve(); });
+      const idx = data.lastIndexOf(MARK_BUF);
+      if (idx >= 0) onRelayed(i, data, idx);
+      else onControl(i, data.toString(), () => { joined = true; resolve(); });
     });
     ws.on('error', (err) => {
       if (!joined) reject(err);
@@ -197,6 +246,18 @@ function serverCpuSeconds() {
     const stat = fs.readFileSync(`/proc/${cfg.serverPid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / cfg.clkTck; // utime + stime
+  } catch {
+    return NaN;
+  }
+}
+
+// Busy CPU time of the whole machine (all cores), in seconds, from /proc/stat.
+function machineBusySeconds() {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'latin1').split('\n', 1)[0];
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // user..steal
+    return (total - v[3] - v[4]) / cfg.clkTck; // minus idle and iowait
   } catch {
     return NaN;
   }
@@ -235,12 +296,14 @@ async function main() {
   recording = true;
   const cpu0 = process.cpuUsage();
   const srv0 = serverCpuSeconds();
+  const busy0 = machineBusySeconds();
   const w0 = performance.now();
   await sleep(cfg.duration);
   recording = false;
   const window = (performance.now() - w0) / 1000;
   const cpu1 = process.cpuUsage(cpu0);
   const srv1 = serverCpuSeconds();
+  const busy1 = machineBusySeconds();
   mode = 'drain';
   const saturated = {
     rate: delivered / window,
@@ -250,6 +313,9 @@ async function main() {
     latencyMs: summary(latencies),
     generatorCpu: (cpu1.user + cpu1.system) / 1e6 / window,
     serverCpu: (srv1 - srv0) / window,
+    // Everything else the machine did meanwhile (other processes, and kernel network
+    // work not charged to either process), in cores.
+    otherCpu: (busy1 - busy0 - (srv1 - srv0)) / window - (cpu1.user + cpu1.system) / 1e6 / window,
   };
   latencies = [];
   const stuck = await waitDrained(10);

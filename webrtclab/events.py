@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -28,9 +29,14 @@ class EventLog:
     def __init__(self, clock: LabClock | None = None) -> None:
         self.clock = clock or LabClock()
         self.records: list[tuple[float, str, str, str, str]] = []
+        # Called with each new record (result writers journal events as they happen).
+        self.listeners: list[Callable[[tuple[float, str, str, str, str]], None]] = []
 
     def add(self, peer: str, remote: str, event: str, detail: str = "") -> None:
-        self.records.append((self.clock.now(), peer, remote, event, detail))
+        record = (self.clock.now(), peer, remote, event, detail)
+        self.records.append(record)
+        for listener in self.listeners:
+            listener(record)
 
     def to_dataframe(self) -> pd.DataFrame:
         """The events as a DataFrame with :data:`EVENT_COLUMNS`."""

@@ -7,9 +7,13 @@ import collections
 import hmac
 import logging
 import socket
+import struct
 import time
+from collections.abc import Callable
+from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import web_ws as _web_ws
 
 from ..exceptions import ConfigurationError, ProtocolError
 from .rooms import Dispatcher
@@ -25,6 +29,82 @@ CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER
 
 
 _BINARY_REFUSED = ProtocolError("binary-frame", "binary frames are not accepted: send JSON text")
+_RATE_LIMITED = ProtocolError("rate-limited", "too many messages: closing")
+
+# --- the hot path ---------------------------------------------------------------------
+#
+# Relaying one message costs a socket read, JSON validation and a socket write; the
+# rest is kept off the hot path:
+#
+# * Reading: aiohttp parses frames (masking, size limit, UTF-8, fragmentation, control
+#   frames) into a queue that the handler task reads with ``receive()``, one task
+#   wake-up per message.  ``_InlineQueue`` instead hands each text message to the
+#   dispatcher right where the parser produces it, unless older messages are still
+#   queued (so the order never changes).  Everything else (control frames, binary
+#   frames, errors, rate-limited messages) takes the usual way through ``receive()``.
+#   Where aiohttp lacks the queue class this relies on, every message takes that way.
+# * Writing: ``deliver`` frames the message and writes it to the transport at once
+#   (no task hop) while the transport keeps up.  When it buffers more than
+#   _DIRECT_WRITE_LIMIT, messages go to the client's bounded outbox instead and the
+#   writer task sends them with aiohttp's back-pressure; a client whose outbox
+#   overflows is dropped (1013).  The order of messages never changes.
+
+_TEXT = WSMsgType.TEXT
+_BaseQueue: Any = getattr(_web_ws, "WebSocketDataQueue", None)
+_InlineQueue: Any = None
+
+if _BaseQueue is not None and issubclass(WSMessage, tuple):  # messages are (type, data, extra)
+
+    class _InlineQueue(_BaseQueue):  # type: ignore[no-redef]
+        """aiohttp's message queue, except that text messages can be taken inline."""
+
+        # Set to the client's handler once it is registered: returns False to queue.
+        inline: Callable[[str], bool] | None = None
+
+        def feed_data(self, data: Any, size: int) -> None:
+            inline = self.inline
+            if inline is None or data[0] is not _TEXT or self._buffer or not inline(data[1]):
+                super().feed_data(data, size)
+
+
+class _SignalSocket(web.WebSocketResponse):
+    """A WebSocketResponse whose reader queue is an ``_InlineQueue`` when possible."""
+
+    inline_queue: Any = None
+
+    def _post_start(self, *args: Any, **kwargs: Any) -> None:
+        if _InlineQueue is None:
+            super()._post_start(*args, **kwargs)
+            return
+        # aiohttp builds its queue from this module global; swap it for the duration of
+        # the (synchronous) call.  Anyone else who gets an _InlineQueue meanwhile gets
+        # one with ``inline`` unset, which behaves exactly like the original.
+        original = _web_ws.WebSocketDataQueue
+        _web_ws.WebSocketDataQueue = _InlineQueue
+        try:
+            super()._post_start(*args, **kwargs)
+        finally:
+            _web_ws.WebSocketDataQueue = original
+        queue = getattr(self, "_reader", None)
+        if isinstance(queue, _InlineQueue) and hasattr(queue, "_buffer"):
+            self.inline_queue = queue
+
+
+# Server-to-client text frames (RFC 6455 section 5.2: FIN, opcode 1, unmasked).
+_SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
+_PACK_LEN2 = struct.Struct("!BBH").pack
+_PACK_LEN3 = struct.Struct("!BBQ").pack
+# Frames are written straight to the transport while it buffers at most this much.
+_DIRECT_WRITE_LIMIT = 64 * 1024
+
+
+def _text_frame(data: bytes) -> bytes:
+    n = len(data)
+    if n < 126:
+        return _SMALL_HEADERS[n] + data
+    if n < 65536:
+        return _PACK_LEN2(0x81, 126, n) + data
+    return _PACK_LEN3(0x81, 127, n) + data
 
 
 class _Client:
@@ -34,6 +114,8 @@ class _Client:
         "user_id",
         "room_id",
         "ws",
+        "dispatcher",
+        "_transport",
         "_outbox",
         "_wakeup",
         "_max_queue",
@@ -44,12 +126,23 @@ class _Client:
         "_stamp",
         "rate",
         "burst",
+        "blocked",
     )
 
-    def __init__(self, ws: web.WebSocketResponse, max_queue: int, rate: float, burst: float):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        dispatcher: Dispatcher,
+        max_queue: int,
+        rate: float,
+        burst: float,
+    ):
         self.user_id: str | None = None
         self.room_id: str | None = None
         self.ws = ws
+        self.dispatcher = dispatcher
+        self._transport = transport
         self._outbox: collections.deque[bytes] = collections.deque()
         self._wakeup = asyncio.Event()
         self._max_queue = max_queue
@@ -58,20 +151,46 @@ class _Client:
         self._tokens, self._stamp = burst, time.monotonic()
         self.writer: asyncio.Task[None] | None = None
         self._sending = False
+        # Set once the client exceeded its rate: its messages then go to the handler
+        # task, which refuses them and closes the socket.
+        self.blocked = False
 
     def deliver(self, data: bytes) -> None:
         if self.overflowed:
             return
-        if len(self._outbox) >= self._max_queue:
+        outbox = self._outbox
+        if not outbox and not self._sending:
+            transport = self._transport
+            if transport is None or transport.is_closing() or self.ws.closed:
+                return  # the socket is going away: nothing more can be sent
+            if transport.get_write_buffer_size() <= _DIRECT_WRITE_LIMIT:
+                transport.write(_text_frame(data))
+                return
+        if len(outbox) >= self._max_queue:
             # A client that does not read must never block its room: drop it.
             self.overflowed = True
-            self._outbox.clear()
+            outbox.clear()
             if self._sending and self.writer is not None:
                 # The writer is blocked on a socket that is not read: unblock it.
                 self.writer.cancel()
         else:
-            self._outbox.append(data)
+            # The socket is backed up: the writer task sends with back-pressure.
+            outbox.append(data)
         self._wakeup.set()
+
+    def on_text(self, text: str) -> bool:
+        """Handle a text message inline; False leaves it to the handler task."""
+        if self.blocked or self.ws.closed:
+            return False
+        if not self.allow():
+            self.blocked = True
+            return False
+        try:
+            self.dispatcher.handle(self, text)
+        except Exception:  # a bug: aiohttp fails the connection, after this log line
+            logger.exception("error handling a message from %r", self.user_id)
+            raise
+        return True
 
     def allow(self) -> bool:
         """Token bucket: True while the client stays within its message rate."""
@@ -252,36 +371,34 @@ class SignalingServer:
         if not self._authorized(request):
             raise web.HTTPUnauthorized(text="a valid token is required\n")
         # compress=False: no permessage-deflate, so no decompression bombs.
-        ws = web.WebSocketResponse(
+        ws = _SignalSocket(
             max_msg_size=self.max_message_bytes, heartbeat=self.heartbeat_s, compress=False
         )
         await ws.prepare(request)
-        client = _Client(ws, self.max_queue, self.rate, self.burst)
+        dispatcher = self.dispatcher
+        client = _Client(ws, request.transport, dispatcher, self.max_queue, self.rate, self.burst)
         client.writer = asyncio.create_task(client.write_loop())
         self._clients.add(client)
-        dispatcher = self.dispatcher
+        queue = ws.inline_queue
+        if queue is not None:
+            queue.inline = client.on_text
         try:
             async for msg in ws:
-                if not client.allow():
-                    dispatcher.reject(
-                        client, ProtocolError("rate-limited", "too many messages: closing")
-                    )
+                if client.blocked or not client.allow():
+                    dispatcher.reject(client, _RATE_LIMITED)
                     await asyncio.sleep(0)  # let the writer flush the error first
                     await ws.close(code=CLOSE_POLICY, message=b"rate limit exceeded")
                     break
                 if msg.type is WSMsgType.TEXT:
                     dispatcher.handle(client, msg.data)
                 elif msg.type is WSMsgType.BINARY:
-                    dispatcher.reject(
-                        client,
-                        ProtocolError(
-                            "binary-frame", "binary frames are not accepted: send JSON text"
-                        ),
-                    )
+                    dispatcher.reject(client, _BINARY_REFUSED)
                 elif msg.type is WSMsgType.ERROR:
                     logger.debug("websocket error from %r: %s", client.user_id, ws.exception())
                     break
         finally:
+            if queue is not None:
+                queue.inline = None
             self._clients.discard(client)
             dispatcher.disconnect(client)
             writer = client.writer
