@@ -13,6 +13,7 @@ HERE = Path(__file__).parent
 BENCHMARKS = {
     "bench_connect.py": {"quick": ["--runs", "5"], "full": ["--runs", "20"]},
     "bench_signaling.py": {"quick": ["--quick"], "full": []},
+    "bench_netem.py": {"quick": ["--quick"], "full": []},
 }
 
 

@@ -57,7 +57,10 @@ async def test_two_peer_call_video_and_chat_round_trip() -> None:
         assert await alice.send_chat("hello bob") == 1
         async with asyncio.timeout(5):
             reply = await echoed.get()
-        assert reply == {"type": "chat", "text": "hello bob", "echo": True, "from": "bob"}
+        # seq and sent_ms (lab clock) travel with every chat message, and back in the echo
+        sent_ms = reply.pop("sent_ms")
+        assert reply == {"type": "chat", "text": "hello bob", "seq": 0, "echo": True, "from": "bob"}
+        assert 0 < sent_ms <= lab.clock.now() * 1000
         # bob logged what it received
         assert [p["text"] for _, d, p in bob.sessions["alice"].chat_log if d == "recv"] == [
             "hello bob"
@@ -77,8 +80,15 @@ async def test_cursor_channel_is_unordered_and_unreliable() -> None:
         got: list[Any] = []
         bob.on("message", lambda r, label, p: got.append(p) if label == "cursors" else None)
         assert alice.send_cursor(10, 20) == 1
-        await wait_for(lambda: len(got) == 1)
-        assert got == [{"type": "cursor", "x": 10, "y": 20}]
+        assert alice.send_cursor(11, 21) == 1
+        await wait_for(lambda: len(got) == 2)
+        assert sorted(p["seq"] for p in got) == [0, 1]
+        for payload in got:
+            assert payload.pop("sent_ms") <= lab.clock.now() * 1000
+        assert sorted(got, key=lambda p: p["seq"]) == [
+            {"type": "cursor", "x": 10, "y": 20, "seq": 0},
+            {"type": "cursor", "x": 11, "y": 21, "seq": 1},
+        ]
 
 
 async def test_back_pressure_drops_cursor_updates_when_buffer_is_full() -> None:

@@ -1,7 +1,8 @@
-"""Media sources: the synthetic video, the tone, and open_media with files."""
+"""Media sources: the synthetic videos, their stamps, the tone, and open_media with files."""
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import time
 from pathlib import Path
@@ -11,8 +12,25 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from webrtclab import ConfigurationError, MediaSpec, SyntheticVideoTrack, ToneAudioTrack
-from webrtclab.media import AUDIO_RATE, VIDEO_CLOCK_RATE, open_media
+from webrtclab import (
+    ConfigurationError,
+    MediaSpec,
+    ScreenLikeVideoTrack,
+    Stamp,
+    SyntheticVideoTrack,
+    ToneAudioTrack,
+)
+from webrtclab.media import (
+    AUDIO_RATE,
+    VIDEO_CLOCK_RATE,
+    draw_stamp,
+    luma,
+    luma_plane,
+    open_media,
+    read_stamp,
+    stamp_band,
+    yuv420p_frame,
+)
 
 # --- SyntheticVideoTrack ------------------------------------------------------------------
 
@@ -83,7 +101,12 @@ async def test_recv_delivers_render_frames_in_order() -> None:
     try:
         for index in range(3):
             frame = await track.recv()
-            assert np.array_equal(frame.to_ndarray(format="rgb24"), track.render(index))
+            # yuv420p, as the encoder wants it: its luma is exactly the rendered picture's.
+            assert frame.format.name == "yuv420p"
+            assert np.array_equal(luma_plane(frame), luma(track.render(index)))
+            # colour too, to within chroma subsampling
+            error = np.abs(frame.to_ndarray(format="rgb24").astype(int) - track.render(index))
+            assert error.mean() < 12
     finally:
         track.stop()
 
@@ -337,3 +360,237 @@ def test_open_media_file_without_the_requested_stream(other_clip: Path) -> None:
     with pytest.raises(ConfigurationError, match="audio"):
         audio, video, _ = open_media(MediaSpec(video="none", audio=str(other_clip)))
         _stop(audio, video)
+
+
+# --- frame stamps ---------------------------------------------------------------------------
+
+# aiortc's VP8 encoder settings (aiortc/codecs/vpx.py), the temporal denoiser included:
+# it is what the stamp has to survive in a call.
+AIORTC_VP8_OPTIONS = {
+    "cpu-used": "-6",
+    "deadline": "realtime",
+    "lag-in-frames": "0",
+    "noise-sensitivity": "4",
+    "overshoot-pct": "15",
+    "partitions": "0",
+    "static-thresh": "1",
+    "undershoot-pct": "100",
+}
+
+
+@pytest.mark.parametrize(("width", "height"), [(160, 120), (320, 240), (130, 96), (640, 480)])
+def test_stamp_round_trip_on_raw_frames(width: int, height: int) -> None:
+    track = SyntheticVideoTrack(width, height)
+    band = stamp_band(width, height)
+    assert band is not None and band[0] >= height // 2
+    for index in [0, 1, 255, 256, 65535, 65536, 65537, 123457]:
+        for sent_ms in (0, 1, 40000, 65535, 65536 + 17):
+            image = track.render(index)
+            draw_stamp(image, index, sent_ms)
+            assert read_stamp(image) == Stamp(index & 0xFFFF, sent_ms & 0xFFFF)
+            # ...from luma planes and VideoFrames alike
+            assert read_stamp(luma(image)) == Stamp(index & 0xFFFF, sent_ms & 0xFFFF)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            assert read_stamp(frame.reformat(format="yuv420p")) == read_stamp(image)
+            assert read_stamp(frame) == read_stamp(image)
+    # Only the band is drawn on.
+    image = track.render(9)
+    draw_stamp(image, 9, 1234)
+    assert np.array_equal(image[: band[0]], track.render(9)[: band[0]])
+
+
+@pytest.mark.parametrize("cls", [SyntheticVideoTrack, ScreenLikeVideoTrack])
+@pytest.mark.parametrize(("width", "height", "bitrate"), [(160, 120, 100_000), (320, 240, 150_000)])
+def test_stamp_survives_vp8_at_low_bitrate(
+    cls: type[SyntheticVideoTrack], width: int, height: int, bitrate: int
+) -> None:
+    """Every frame's stamp decodes after libvpx, configured as aiortc does, at low bitrate."""
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 15)
+    encoder.bit_rate = bitrate
+    encoder.gop_size, encoder.qmin, encoder.qmax = 3000, 2, 56
+    rate = str(bitrate)
+    encoder.options = {**AIORTC_VP8_OPTIONS, "bufsize": rate, "minrate": rate, "maxrate": rate}
+    decoder = av.CodecContext.create("vp8", "r")
+    track = cls(width, height, fps=15)
+    rng = np.random.default_rng(1)
+    sent_ms = 65000  # wraps during the run
+    expected, decoded = [], []
+    for index in range(150):
+        sent_ms += int(rng.integers(60, 74))
+        image = track.render(index)
+        draw_stamp(image, index, sent_ms)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = index
+        expected.append(Stamp(index, sent_ms & 0xFFFF))
+        for packet in encoder.encode(frame):
+            decoded.extend(read_stamp(f) for f in decoder.decode(packet))
+    for packet in encoder.encode(None):
+        decoded.extend(read_stamp(f) for f in decoder.decode(packet))
+    assert decoded == expected
+
+
+def test_stamp_checksum_rejects_garbage() -> None:
+    rng = np.random.default_rng(0)
+    # Random pictures, noise in the band: never a stamp.
+    for _ in range(200):
+        noise = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+        assert read_stamp(noise) is None
+    # Random clean blocks (unambiguous bits, random checksum): about 1/256 pass.
+    band = stamp_band(160, 120)
+    assert band is not None
+    y0, block_w, block_h = band
+    accepted = 0
+    for _ in range(2000):
+        image = np.zeros((120, 160, 3), np.uint8)
+        bits = rng.integers(0, 2, (2, 20))
+        levels = np.where(bits, 215, 40).astype(np.uint8)
+        image[y0:, : 20 * block_w] = np.repeat(np.repeat(levels, block_h, 0), block_w, 1)[..., None]
+        accepted += read_stamp(image) is not None
+    assert accepted < 2000 * 4 / 256
+    # Flat bands, and any single flipped block of a valid stamp.
+    for level in (0, 40, 128, 215, 255):
+        assert read_stamp(np.full((120, 160, 3), level, np.uint8)) is None
+    image = SyntheticVideoTrack(160, 120).render(0)
+    draw_stamp(image, 4242, 777)
+    for bit in range(40):
+        row, column = divmod(bit, 20)
+        flipped = image.copy()
+        block = flipped[
+            y0 + row * block_h : y0 + (row + 1) * block_h, column * block_w : (column + 1) * block_w
+        ]
+        block[...] = 255 - block
+        assert read_stamp(flipped) is None, bit
+
+
+def test_small_frames_carry_no_stamp() -> None:
+    assert stamp_band(64, 48) is None and stamp_band(78, 120) is None
+    assert stamp_band(80, 120) is not None
+    image = SyntheticVideoTrack(64, 48).render(3)
+    draw_stamp(image, 3, 3)
+    assert np.array_equal(image, SyntheticVideoTrack(64, 48).render(3))
+    assert read_stamp(image) is None
+
+
+@pytest.mark.parametrize("cls", [SyntheticVideoTrack, ScreenLikeVideoTrack])
+async def test_recv_stamps_frame_number_and_clock(cls: type[SyntheticVideoTrack]) -> None:
+    now = [12.3456]
+    track = cls(160, 120, fps=120, clock=lambda: now[0])
+    y0 = 104
+    try:
+        for index, sent_ms in enumerate([12345, 72345 - 65536, 132345 % 65536]):
+            frame = await track.recv()
+            assert read_stamp(frame) == Stamp(index, sent_ms)
+            assert np.array_equal(luma_plane(frame)[:y0], track.render_luma(index)[:y0])
+            now[0] += 60
+    finally:
+        track.stop()
+
+
+@pytest.mark.parametrize("cls", [SyntheticVideoTrack, ScreenLikeVideoTrack])
+def test_render_luma_is_the_luma_of_render(cls: type[SyntheticVideoTrack]) -> None:
+    track = cls(160, 120, seed=3)
+    for index in (0, 1, 59, 60, 61, 1000):
+        assert np.array_equal(track.render_luma(index), luma(track.render(index)))
+
+
+def test_luma_matches_the_encoders_conversion() -> None:
+    """aiortc's encoder converts rgb24 to yuv420p with swscale; luma() agrees to +-1."""
+    image = SyntheticVideoTrack(320, 240).render(5)
+    plane = luma_plane(av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p"))
+    diff = luma(image).astype(np.int16) - plane
+    assert np.abs(diff).max() <= 1
+    assert (diff == 0).mean() > 0.99
+    assert np.array_equal(luma_plane(yuv420p_frame(image)), luma(image))
+
+
+# --- the screen-like source ----------------------------------------------------------------
+
+
+def test_screen_like_video_is_static_sharp_and_changes_slides() -> None:
+    track = ScreenLikeVideoTrack(320, 240, fps=10, slide_seconds=4)
+    frames = [track.render(i).astype(np.int16) for i in range(41)]
+    for a, b in zip(frames[:39], frames[1:40], strict=True):
+        # Within a slide only the cursor moves: most pixels do not change.
+        assert (np.abs(a - b).max(axis=-1) > 0).mean() < 0.02
+    # Sharp, high-contrast content: text-like dark blocks on a light page.
+    grey = frames[0].mean(axis=-1)
+    assert (grey > 230).mean() > 0.4 and (grey < 50).mean() > 0.03
+    assert np.abs(np.diff(grey, axis=1)).max() > 180
+    # The slide changes after slide_seconds (frame 40 at 10 fps).
+    assert (np.abs(frames[40] - frames[39]).max(axis=-1) > 0).mean() > 0.1
+    # Deterministic for a seed.
+    assert np.array_equal(track.render(77), ScreenLikeVideoTrack(320, 240, fps=10).render(77))
+    assert not np.array_equal(track.render(0), ScreenLikeVideoTrack(320, 240, seed=1).render(0))
+
+
+def test_screen_like_video_validates_like_the_camera() -> None:
+    with pytest.raises(ConfigurationError, match="video size"):
+        ScreenLikeVideoTrack(15, 16)
+    with pytest.raises(ConfigurationError, match="slide_seconds"):
+        ScreenLikeVideoTrack(slide_seconds=0)
+
+
+def test_open_media_screen() -> None:
+    audio, video, player = open_media(MediaSpec(video="screen", width=160, height=120, fps=10))
+    try:
+        assert player is None and isinstance(audio, ToneAudioTrack)
+        assert isinstance(video, ScreenLikeVideoTrack)
+        assert (video.width, video.height, video.fps) == (160, 120, 10)
+    finally:
+        _stop(audio, video)
+
+
+# --- pacing shared across a source switch ---------------------------------------------------
+
+
+async def test_sources_sharing_a_pacer_continue_the_frame_numbers() -> None:
+    camera = SyntheticVideoTrack(160, 120, fps=60)
+    screen = ScreenLikeVideoTrack(160, 120, fps=60, pacer=camera.pacer)
+    try:
+        first = [await camera.recv() for _ in range(3)]
+        camera.stop()
+        then = [await screen.recv() for _ in range(3)]
+    finally:
+        screen.stop()
+    stamps = [read_stamp(f) for f in first + then]
+    assert [s.frame for s in stamps if s is not None] == list(range(6))
+    assert [f.pts for f in first + then] == [i * 1500 for i in range(6)]
+    pacer = camera.pacer
+    assert [pacer.source_of(i) for i in range(6)] == [camera] * 3 + [screen] * 3
+    assert pacer.source_of(6) is None and pacer.source_of(-1) is None
+    assert pacer.resolve(5) == 5 and pacer.resolve(6) is None
+    assert camera.frames_produced == 3 and screen.frames_produced == 3
+
+
+def test_pacer_resolves_wrapped_frame_numbers() -> None:
+    track = SyntheticVideoTrack(160, 120)
+    pacer = track.pacer
+    pacer.next_index = 70000  # frames 0..69999 sent
+    assert pacer.resolve(69999 & 0xFFFF) == 69999
+    assert pacer.resolve(0) == 65536
+    assert pacer.resolve(65535) == 65535
+    assert pacer.resolve(70000 & 0xFFFF) == 70000 - 65536  # not sent yet: 65536 frames ago
+
+
+async def test_a_stopped_source_does_not_take_its_successors_frame() -> None:
+    camera = SyntheticVideoTrack(160, 120, fps=20)
+    screen = ScreenLikeVideoTrack(160, 120, fps=20, pacer=camera.pacer)
+    try:
+        await camera.recv()  # frame 0 starts the clock
+        waiting = asyncio.ensure_future(camera.recv())  # waits for frame 1
+        await asyncio.sleep(0)
+        camera.stop()
+        frame = await screen.recv()
+        assert read_stamp(frame) == Stamp(1, read_stamp(frame).sent_ms)  # type: ignore[union-attr]
+        with pytest.raises(MediaStreamError):
+            await waiting
+    finally:
+        screen.stop()
+
+
+def test_a_shared_pacer_needs_the_same_frame_rate() -> None:
+    camera = SyntheticVideoTrack(160, 120, fps=15)
+    with pytest.raises(ConfigurationError, match="same frame rate"):
+        ScreenLikeVideoTrack(160, 120, fps=10, pacer=camera.pacer)

@@ -16,9 +16,11 @@ from .exceptions import (
     WebrtcLabError,
 )
 from .lab import Lab
-from .media import MediaSpec, SyntheticVideoTrack, ToneAudioTrack
+from .media import MediaSpec, ScreenLikeVideoTrack, Stamp, SyntheticVideoTrack, ToneAudioTrack
 from .peer import Peer, PeerSession
 from .plot import plot_timeline
+from .quality import QualityMonitor
+from .recording import Recorder
 from .signaling import Dispatcher, SignalingClient, SignalingServer
 from .stats import STATS_COLUMNS, StatsSampler
 
@@ -35,9 +37,13 @@ __all__ = [
     "Peer",
     "PeerSession",
     "ProtocolError",
+    "QualityMonitor",
+    "Recorder",
+    "ScreenLikeVideoTrack",
     "SignalingClient",
     "SignalingError",
     "SignalingServer",
+    "Stamp",
     "StatsSampler",
     "SyntheticVideoTrack",
     "ToneAudioTrack",

@@ -56,6 +56,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     peer.add_argument("--duration", type=float, default=None, help="leave after S seconds")
 
+    run = sub.add_parser("run", help="run a scenario TOML file into a result folder")
+    run.add_argument("scenario", help="scenario file (TOML)")
+    run.add_argument("--out", required=True, help="result folder")
+    run.add_argument("--overwrite", action="store_true", help="replace a result in --out")
+    run.add_argument("--no-progress", action="store_true")
+
+    sweep = sub.add_parser("sweep", help="run every combination of a grid of scenario values")
+    sweep.add_argument("scenario", help="scenario file (TOML)")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a scenario key and its values, e.g. link.loss=0,0.02 (repeatable)",
+    )
+    sweep.add_argument("--out", required=True, help="sweep folder (one result folder per run)")
+    sweep.add_argument("--workers", type=int, default=None, help="concurrent runs (default: cores)")
+    sweep.add_argument(
+        "--scheduler", default=None, help="Dask scheduler address, e.g. tcp://h:8786"
+    )
+    sweep.add_argument("--no-progress", action="store_true")
+
     demo = sub.add_parser("demo", help="run the headless demo call and write its results")
     demo.add_argument("--out", required=True, help="result folder")
     demo.add_argument("--duration", type=float, default=10.0, help="call length in seconds")
@@ -101,6 +123,47 @@ async def _peer(args: argparse.Namespace) -> None:
             await _wait(stop, args.duration)
 
 
+async def _run_scenario(args: argparse.Namespace) -> None:
+    from .experiment import load_scenario, run_scenario
+
+    scenario = load_scenario(args.scenario)
+    with _stop_on_signals() as stop:
+        # SIGINT/SIGTERM cancel the run: it finalises its folder as "interrupted".
+        task = asyncio.create_task(
+            run_scenario(
+                scenario, args.out, progress=not args.no_progress, overwrite=args.overwrite
+            )
+        )
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            print(f"interrupted: partial results in {args.out}/", file=sys.stderr)  # noqa: T201
+            raise SystemExit(130)
+        result = task.result()
+    summary = {k: (None if math.isnan(v) else v) for k, v in result.summary().items()}
+    print(json.dumps(summary, indent=2, allow_nan=False))  # noqa: T201
+    print(f"results in {result.path}/", file=sys.stderr)  # noqa: T201
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from .experiment.sweep import parse_grid, sweep
+
+    summary = sweep(
+        args.scenario,
+        parse_grid(args.grid),
+        args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+    )
+    print(summary.drop(columns=["path"]).to_string(index=False))  # noqa: T201
+    print(f"summary in {args.out}/summary.parquet and summary.csv", file=sys.stderr)  # noqa: T201
+
+
 async def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -143,9 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    handler = {"serve": _serve, "peer": _peer, "demo": _demo}[args.command]
+    handlers = {"serve": _serve, "peer": _peer, "demo": _demo, "run": _run_scenario}
     try:
-        _run(handler(args))
+        if args.command == "sweep":
+            _sweep(args)  # synchronous: the runs happen in worker processes
+        else:
+            _run(handlers[args.command](args))
     except WebrtcLabError as exc:
         print(f"webrtclab {args.command}: error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

@@ -5,6 +5,11 @@ the seed's ``chat`` and ``cursors`` data channels) per remote member.  As in
 the seed, the newcomer offers to the members already in the room.  aiortc does
 not trickle, so local candidates travel in the SDP; remote candidates trickled
 by browsers are buffered until the remote description is set.
+
+Media fans out through aiortc relays (``MediaRelay``): the local sources to every
+session's sender, and each received track to the session's own consumer (which
+counts frames and calls the frame listeners) and to any recorder, so that a
+recorder never takes frames from the consumer.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+import os
+import weakref
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import av
+import numpy as np
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
@@ -34,12 +42,13 @@ from ._tasks import cancel_and_wait
 from .events import EventLog
 from .exceptions import ConfigurationError, LabTimeoutError, SignalingError
 from .loopback import LOOPBACK, gather_on
-from .media import MediaSpec, open_media
+from .media import SYNTHETIC_SOURCES, FramePacer, MediaSpec, open_media, synthetic_video
+from .recording import Recorder
 from .sdp import filter_candidates, is_loopback, parse_candidate
 from .signaling import messages as m
 from .signaling.client import SignalingClient
 
-__all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession"]
+__all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession", "watch_peers"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,31 @@ CHAT_LOW_WATER = 256 * 1024
 MAX_EARLY_CANDIDATES = 64
 
 FrameListener = Callable[["PeerSession", str, av.AudioFrame | av.VideoFrame], None]
+PeerCallback = Callable[
+    [
+        "Peer",
+    ],
+    None,
+]
+
+# Callbacks for peers created with a given event log (one per lab): how a quality
+# monitor attached to a lab also attaches to the peers added after it.
+_WATCHERS: weakref.WeakKeyDictionary[EventLog, list[PeerCallback]] = weakref.WeakKeyDictionary()
+
+
+def watch_peers(events: EventLog, callback: PeerCallback) -> Callable[[], None]:
+    """Call ``callback(peer)`` for every :class:`Peer` created from now on with ``events``.
+
+    Returns the function that stops watching.
+    """
+    callbacks = _WATCHERS.setdefault(events, [])
+    callbacks.append(callback)
+
+    def unwatch() -> None:
+        with contextlib.suppress(ValueError):
+            callbacks.remove(callback)
+
+    return unwatch
 
 
 @dataclass
@@ -70,9 +104,17 @@ class _CountingTrack(MediaStreamTrack):
         self.kind = source.kind
         self._source = source
         self._counter = counter
+        # Clear while the sender waits in recv(): a replaced track may only be
+        # stopped once its sender has moved on (see Peer.switch_video).
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     async def recv(self) -> Any:
-        frame = await self._source.recv()
+        self.idle.clear()
+        try:
+            frame = await self._source.recv()
+        finally:
+            self.idle.set()
         self._counter.frames += 1
         return frame
 
@@ -97,6 +139,11 @@ class PeerSession:
         }
         self.last_video_frame: av.VideoFrame | None = None
         self.chat_log: list[tuple[float, str, dict[str, Any]]] = []
+        # Received tracks by kind, each behind a relay: the consumer and any
+        # recorder get their own subscription.
+        self.received: dict[str, MediaStreamTrack] = {}
+        self.recv_relay = MediaRelay()
+        self._seq = {"chat": 0, "cursors": 0}
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
         self._pending: list[RTCIceCandidate] = []
@@ -119,8 +166,21 @@ class PeerSession:
     def _add_tracks(self, kinds: set[str] | None = None) -> None:
         for kind, track in (("audio", self.peer.audio), ("video", self.peer.video)):
             if track is not None and (kinds is None or kind in kinds):
-                proxy = self.peer.relay.subscribe(track, buffered=False)
-                self.pc.addTrack(_CountingTrack(proxy, self.counters[("send", kind)]))
+                self.pc.addTrack(self._sending(track))
+
+    def _sending(self, source: MediaStreamTrack) -> _CountingTrack:
+        proxy = self.peer.relay.subscribe(source, buffered=False)
+        return _CountingTrack(proxy, self.counters[("send", source.kind)])
+
+    def _replace_video(self, source: MediaStreamTrack) -> list[_CountingTrack]:
+        """Put ``source`` on the video sender (no renegotiation); returns the replaced tracks."""
+        replaced = []
+        for sender in self.pc.getSenders():
+            old = sender.track
+            if isinstance(old, _CountingTrack) and old.kind == "video":
+                sender.replaceTrack(self._sending(source))
+                replaced.append(old)
+        return replaced
 
     async def create_offer(self) -> RTCSessionDescription:
         self._add_tracks()
@@ -242,13 +302,25 @@ class PeerSession:
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self.peer.events.add(self.peer.user_id, self.remote, "track", track.kind)
-        self._spawn(self._consume(track))
+        self.received[track.kind] = track
+        self._spawn(self._consume(self.subscribe(track.kind)))
         self.peer.emit("track", self.remote, track)
+
+    def subscribe(self, kind: str) -> MediaStreamTrack:
+        """A copy of the received ``kind`` track that takes no frames from anyone else.
+
+        Buffered: every frame is delivered.  Stop it when done.
+        """
+        track = self.received.get(kind)
+        if track is None:
+            raise ConfigurationError(f'{self!r} has received no {kind} track from "{self.remote}"')
+        return self.recv_relay.subscribe(track, buffered=True)
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         # Received tracks must be read or aiortc's decoded-frame queue grows forever.
         counter = self.counters[("recv", track.kind)]
         listeners = self.peer.frame_listeners
+        failed: list[FrameListener] = []
         try:
             while True:
                 frame = await track.recv()
@@ -258,9 +330,18 @@ class PeerSession:
                 elif not isinstance(frame, av.AudioFrame):
                     continue
                 for listener in listeners:
-                    listener(self, track.kind, frame)
+                    try:
+                        listener(self, track.kind, frame)
+                    except Exception:
+                        # A broken listener must not stop the consumer: unread frames
+                        # would pile up in aiortc's queue.
+                        if listener not in failed:
+                            failed.append(listener)
+                            logger.exception("%r: frame listener %r failed", self, listener)
         except MediaStreamError:
             pass
+        finally:
+            track.stop()
 
     def _adopt_channel(self, channel: RTCDataChannel) -> None:
         if channel.label == "chat":
@@ -306,16 +387,29 @@ class PeerSession:
         while channel.bufferedAmount > CHAT_HIGH_WATER:
             self._chat_low.clear()
             await self._chat_low.wait()
-        payload = {"type": "chat", "text": text, **extra}
+        payload = {"type": "chat", "text": text, **self._sequence("chat"), **extra}
         self._send_json(channel, payload)
+        self._seq["chat"] += 1
         self.chat_log.append((self.peer.events.clock.now(), "send", payload))
 
     def send_cursor(self, x: float, y: float, **extra: Any) -> bool:
-        """Send a cursor position (unordered, no retransmits); False if dropped by back-pressure."""
+        """Send a cursor position (unordered, no retransmits); False if dropped by back-pressure.
+
+        Like chat messages, cursor messages carry ``seq`` (0, 1, ... per session)
+        and ``sent_ms`` (lab clock), so a receiver can measure latency and loss;
+        a message refused by back-pressure takes no sequence number.
+        """
         channel = self.cursors
         if channel is None or channel.bufferedAmount >= CURSOR_HIGH_WATER:
             return False
-        return self._send_json(channel, {"type": "cursor", "x": x, "y": y, **extra})
+        payload = {"type": "cursor", "x": x, "y": y, **self._sequence("cursors"), **extra}
+        if not self._send_json(channel, payload):
+            return False
+        self._seq["cursors"] += 1
+        return True
+
+    def _sequence(self, label: str) -> dict[str, Any]:
+        return {"seq": self._seq[label], "sent_ms": round(self.peer.events.clock.now() * 1000, 3)}
 
     # --- introspection and teardown ---------------------------------------------------------
 
@@ -364,6 +458,8 @@ class Peer(AsyncIOEventEmitter):
 
     Events: ``connectionstatechange(remote, state)``, ``track(remote, track)``,
     ``message(remote, label, payload)``, ``peer-joined(remote)``, ``peer-left(remote)``.
+    The ``track`` of that event is the relay's source: read received media through
+    :meth:`PeerSession.subscribe` (or a frame listener), not from it.
 
     :param user_id: the id this peer joins with.
     :param media: what to send (synthetic video and a tone by default).
@@ -399,13 +495,18 @@ class Peer(AsyncIOEventEmitter):
         self.sessions: dict[str, PeerSession] = {}
         self.frame_listeners: list[FrameListener] = []
         self.relay = MediaRelay()
-        self.audio, self.video, self._player = open_media(self.media)
+        self.audio, self.video, self._player = open_media(self.media, clock=self.events.clock.now)
+        self.video_source = SYNTHETIC_SOURCES.get(self.media.video, self.media.video)
+        self.recorders: set[Recorder] = set()
         self.room_id: str | None = None
         self.signaling: SignalingClient | None = None
         self._reader: asyncio.Task[None] | None = None
         self._early_candidates: dict[str, list[m.IceCandidateInit | None]] = {}
         self._changed = asyncio.Event()  # set when a session is added, changes state or goes
+        self._switching = asyncio.Lock()
         self._closed = False
+        for callback in list(_WATCHERS.get(self.events, ())):
+            callback(self)
 
     def __repr__(self) -> str:
         return f"Peer({self.user_id!r})"
@@ -548,6 +649,122 @@ class Peer(AsyncIOEventEmitter):
         """Send a cursor position to one remote or to all; returns how many took it."""
         return sum(session.send_cursor(x, y) for session in self._targets(to))
 
+    # --- video source switching and reference frames -------------------------------------
+
+    async def switch_video(self, source: str, *, timeout: float = 5.0) -> None:
+        """Send ``source`` (``"camera"`` or ``"screen"``) instead of the current video.
+
+        Every session's video sender gets the new source with ``replaceTrack``
+        (no renegotiation) and the switch is logged as a ``source-switch`` event.
+        The new source shares the old one's :class:`~webrtclab.media.FramePacer`,
+        so frame numbers (and stamps and RTP timestamps) continue monotonically
+        across the switch.  Switching to the current source does nothing.
+        """
+        old = self.video
+        pacer = getattr(old, "pacer", None)
+        if old is None or not isinstance(pacer, FramePacer):
+            raise ConfigurationError(
+                f'{self!r} cannot switch video to "{source}": it sends {self.media.video!r}, '
+                "not a synthetic source"
+            )
+        name = SYNTHETIC_SOURCES.get(source)
+        if name is None or source == "synthetic":
+            raise ConfigurationError(f'video source must be "camera" or "screen", got {source!r}')
+        async with self._switching:
+            if name == self.video_source:
+                return
+            old = self.video
+            assert old is not None
+            new = synthetic_video(name, self.media, clock=self.events.clock.now, pacer=pacer)
+            self.video, self.video_source = new, name
+            replaced = [t for s in list(self.sessions.values()) for t in s._replace_video(new)]
+            self.events.add(self.user_id, "", "source-switch", name)
+            # A sender waiting in the old track's recv() gets one more old frame, then
+            # moves on; only then may the old source end, or that wait would end the
+            # sender's RTP loop (an ended relay hands it None).
+            waits = [asyncio.ensure_future(t.idle.wait()) for t in replaced]
+            if waits:
+                _, pending = await asyncio.wait(waits, timeout=timeout)
+                await cancel_and_wait(*pending)
+                if pending:
+                    logger.warning(
+                        "%r: %d sender(s) still on the old video after %.1f s",
+                        self,
+                        len(pending),
+                        timeout,
+                    )
+            old.stop()
+            for track in replaced:
+                track.stop()
+
+    def sent_frame_index(self, number: int) -> int | None:
+        """Index of the latest video frame sent with number ``number`` (mod 65536).
+
+        None when the video is not synthetic (a file) or no such frame was sent.
+        """
+        pacer = getattr(self.video, "pacer", None)
+        return pacer.resolve(number) if isinstance(pacer, FramePacer) else None
+
+    def reference_frame(self, index: int, *, luma: bool = False) -> np.ndarray | None:
+        """The picture of sent video frame ``index`` (without its stamp), re-rendered.
+
+        RGB, or with ``luma`` its luma plane as the encoder sees it.  Across source
+        switches, rendered by the source that sent that frame; None when the video
+        is not synthetic or that frame was not sent.
+        """
+        pacer = getattr(self.video, "pacer", None)
+        if not isinstance(pacer, FramePacer):
+            return None
+        source = pacer.source_of(index)
+        render = getattr(source, "render_luma" if luma else "render", None)
+        return render(index) if render is not None else None
+
+    # --- recording -------------------------------------------------------------------------
+
+    async def record(
+        self,
+        remote: str | None,
+        path: str | os.PathLike[str],
+        *,
+        kinds: Sequence[str] = ("audio", "video"),
+        timeout: float = 5.0,
+        **options: Any,
+    ) -> Recorder:
+        """Record what this peer receives from ``remote`` (or from every remote) to a file.
+
+        Returns a started :class:`~webrtclab.recording.Recorder`; stop it with
+        ``await recorder.stop()``; closing the peer stops it too.  ``options`` go
+        to the recorder (``video_codec``, ``audio_codec``, ``video_options``).
+        """
+        if self._closed:
+            raise ConfigurationError(f"{self!r} is closed")
+        tracks = [
+            (f"{session.remote}/{kind}", session.subscribe(kind))
+            for session in self._targets(remote)
+            for kind in kinds
+            if kind in session.received
+        ]
+        if not tracks:
+            raise ConfigurationError(
+                f"{self!r} has received no {' or '.join(kinds)} from "
+                f"{'any remote' if remote is None else repr(remote)} to record"
+            )
+        try:
+            recorder = Recorder(
+                path, tracks, clock=self.events.clock.now, on_stop=self.recorders.discard, **options
+            )
+        except BaseException:
+            for _, track in tracks:
+                track.stop()
+            raise
+        self.recorders.add(recorder)
+        try:
+            await recorder.start(timeout)
+        except BaseException:
+            await recorder.stop()
+            raise
+        return recorder
+
     def _targets(self, to: str | None) -> list[PeerSession]:
         if to is None:
             return list(self.sessions.values())
@@ -562,6 +779,14 @@ class Peer(AsyncIOEventEmitter):
         if self._closed:
             return
         self._closed = True
+        # Recordings first, each in its own task: the files are finalised even when
+        # the task closing the peer was cancelled and later steps re-raise that.
+        results = await asyncio.gather(
+            *(r.stop() for r in list(self.recorders)), return_exceptions=True
+        )
+        for error in results:
+            if isinstance(error, BaseException):
+                logger.warning("%r: error while stopping a recorder: %r", self, error)
         if self.signaling is not None:
             with contextlib.suppress(SignalingError, ConnectionError):
                 if self.room_id is not None and not self.signaling.closed:

@@ -113,6 +113,27 @@ def _clock_rates(session: PeerSession) -> dict[str, int]:
     return rates
 
 
+def _media_streams(session: PeerSession) -> dict[str, list[Any]]:
+    """Receive statistics of the media SSRCs, by kind, read from aiortc's receivers.
+
+    aiortc's getStats gives every SSRC of a receiver the same inbound-rtp id, so once
+    retransmissions (RTX, another SSRC) arrive, their counters replace the media
+    stream's in the report.  The receiver keeps both; we take the media ones.  Falls
+    back to the report (empty result) where aiortc's internals differ.
+    """
+    found: dict[str, list[Any]] = {}
+    for transceiver in session.pc.getTransceivers():
+        receiver = getattr(transceiver, "receiver", None)
+        streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+        rtx = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None)
+        if not isinstance(streams, dict) or not isinstance(rtx, dict):
+            continue
+        media = [stream for ssrc, stream in streams.items() if ssrc not in rtx]
+        if media:
+            found.setdefault(transceiver.kind, []).extend(media)
+    return found
+
+
 def session_rows(
     session: PeerSession,
     report: Any,
@@ -122,6 +143,13 @@ def session_rows(
     """Turn one getStats report of ``session`` into rows; ``previous`` keeps the deltas."""
     rates = _clock_rates(session)
     sums: dict[tuple[str, str], dict[str, float]] = {}
+    media_streams = _media_streams(session)
+    for kind, streams in media_streams.items():
+        acc = sums.setdefault(("recv", kind), {"packets": 0, "lost": 0, "jitter": 0})
+        for stream in streams:
+            acc["packets"] += stream.packets_received
+            acc["lost"] += stream.packets_lost
+            acc["jitter"] = max(acc["jitter"], stream.jitter)
     remote_in: dict[str, Any] = {}
     for stat in report.values():
         kind = str(getattr(stat, "kind", ""))
@@ -129,7 +157,7 @@ def session_rows(
             acc = sums.setdefault(("send", kind), {"bytes": 0, "packets": 0})
             acc["bytes"] += stat.bytesSent
             acc["packets"] += stat.packetsSent
-        elif stat.type == "inbound-rtp":
+        elif stat.type == "inbound-rtp" and kind not in media_streams:
             acc = sums.setdefault(("recv", kind), {"packets": 0, "lost": 0, "jitter": 0})
             acc["packets"] += stat.packetsReceived
             acc["lost"] += stat.packetsLost

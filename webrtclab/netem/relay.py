@@ -14,9 +14,13 @@ peer (each relay socket belongs to one pair): a socket is made for it on the spo
 peer-reflexive candidate would be.
 
 The relay runs in a thread with its own event loop (uvloop when installed) so that the
-lab's loop, busy encoding video or serving a notebook, does not delay packets.  Release
-times are kept to well under a millisecond by waking a little early and sleeping the rest
-with ``time.sleep`` (which releases the GIL).
+lab's loop, busy encoding video or serving a notebook, does not delay packets.  Packets
+held back by a link wait in one heap ordered by release time.  The loop's timers are only
+millisecond-precise, so the relay wakes a little early and waits the rest in
+``select`` on its own sockets (which releases the GIL): it is back as soon as the head
+packet is due, or earlier when a datagram arrives, so that arrivals are timestamped and
+queued on time even while departures are imminent.  A packet never leaves before its
+release time.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
+import select
 import socket
 import threading
 import time
@@ -49,9 +55,12 @@ __all__ = ["LINK_COLUMNS", "Network"]
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-# Wake this long before a release and sleep the rest: the loop's timers are only
-# millisecond-precise (epoll and libuv round up), time.sleep is ~0.1 ms precise.
+# Wake this long before a release and wait the rest in select(): the loop's timers are
+# only millisecond-precise (epoll and libuv round), select's timeout is ~0.05 ms precise.
 EARLY_WAKE_S = 0.0015
+# Longest stretch the release loop keeps the event loop from its other callbacks
+# (condition changes, new sockets, stop) while departures follow each other closely.
+RELEASE_SLICE_S = 0.002
 SOCKET_BUFFER = 1 << 20
 
 LINK_COLUMNS = [
@@ -105,15 +114,16 @@ class _Proxy(asyncio.DatagramProtocol):
 
 @dataclass
 class _Direction:
-    """Packets from ``src`` to ``dst``: the link model and the packets waiting to leave."""
+    """Packets from ``src`` to ``dst``: the link model and its send failures."""
 
     src: str
     dst: str
     model: LinkModel
-    heap: list[tuple[float, int, bytes, socket.socket, Address]] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-    timer_at: float = 0.0
     send_errors: int = 0
+
+
+# A packet waiting to leave: (release time, tie-breaker, data, from socket, to, direction).
+_Held = tuple[float, int, bytes, socket.socket, Address, _Direction]
 
 
 @dataclass
@@ -157,6 +167,12 @@ class Network:
         self._pairs: dict[frozenset[str], _Pair] = {}
         self._lock = threading.Lock()
         self._seq = itertools.count()
+        # The data path (relay thread only): packets held back, the pending wake-up and
+        # the release time it is for (-inf: "as soon as the loop comes round", +inf: none).
+        self._heap: list[_Held] = []
+        self._wakeup: asyncio.Handle | None = None
+        self._wakeup_at = math.inf
+        self._fds: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -188,6 +204,11 @@ class Network:
         try:
             loop.run_forever()
         finally:
+            # Sockets still being attached get their transports first (a transport made
+            # after its socket was closed would leak, and uvloop's close trips over it).
+            pending = asyncio.all_tasks(loop)
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
             for pair in self._pairs.values():
                 for proxy in pair.proxies.values():
                     if proxy.transport is not None:
@@ -305,6 +326,7 @@ class Network:
         assert loop is not None
         task = loop.create_task(loop.create_datagram_endpoint(lambda: proxy, sock=proxy.sock))
         task.add_done_callback(_log_failure)
+        self._fds.append(proxy.sock.fileno())
 
     def rewrite_candidate(self, sender: str, receiver: str, text: str) -> str | None:
         """``text`` (``candidate:...``) as ``receiver`` must see it; None to drop it."""
@@ -372,10 +394,11 @@ class Network:
                 self._send(direction, sender.sock, data, proxy.real)
             else:
                 heapq.heappush(
-                    direction.heap, (release, next(self._seq), data, sender.sock, proxy.real)
+                    self._heap,
+                    (release, next(self._seq), data, sender.sock, proxy.real, direction),
                 )
-        if direction.heap:
-            self._arm(direction)
+                if release < self._wakeup_at:
+                    self._arm(now)
 
     def _send(self, direction: _Direction, sock: socket.socket, data: bytes, addr: Address) -> None:
         try:
@@ -383,35 +406,52 @@ class Network:
         except OSError:  # buffer full or socket closed: the packet is lost, as on a wire
             direction.send_errors += 1
 
-    def _arm(self, direction: _Direction) -> None:
-        head = direction.heap[0][0]
-        if direction.timer is not None:
-            if direction.timer_at <= head:
-                return
-            direction.timer.cancel()
+    def _arm(self, now: float) -> None:
+        """(Re)schedule the wake-up for the head of the heap."""
         loop = self._loop
         assert loop is not None
-        direction.timer_at = head
-        delay = max(0.0, head - self.clock.now() - EARLY_WAKE_S)
-        direction.timer = loop.call_later(delay, self._release, direction)
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        head = self._heap[0][0]
+        wait = head - now
+        if wait > EARLY_WAKE_S:
+            self._wakeup = loop.call_later(wait - EARLY_WAKE_S, self._release)
+            self._wakeup_at = head
+        else:
+            self._wakeup = loop.call_soon(self._release)
+            self._wakeup_at = -math.inf
 
-    def _release(self, direction: _Direction) -> None:
-        direction.timer = None
-        heap = direction.heap
+    def _release(self) -> None:
+        """Send every packet that is due; wait precisely for one due very soon."""
+        self._wakeup = None
+        self._wakeup_at = math.inf
+        heap = self._heap
         clock = self.clock
-        now = clock.now()
+        deadline = clock.now() + RELEASE_SLICE_S
         while heap:
-            wait = heap[0][0] - now
-            if wait > 0:
-                if wait > EARLY_WAKE_S:
-                    break
-                time.sleep(wait)
-                now = clock.now()
-                continue
-            _, _, data, sock, addr = heapq.heappop(heap)
-            self._send(direction, sock, data, addr)
-        if heap:
-            self._arm(direction)
+            now = clock.now()
+            while heap and heap[0][0] <= now:
+                _, _, data, sock, addr, direction = heapq.heappop(heap)
+                self._send(direction, sock, data, addr)
+            if not heap:
+                return
+            wait = heap[0][0] - now  # > 0
+            if wait > EARLY_WAKE_S or now >= deadline or self._input_within(wait):
+                # Far off, or time to let the loop run its other callbacks, or a datagram
+                # came in: the loop reads it (on time) and comes back here.
+                self._arm(now)
+                return
+
+    def _input_within(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s (GIL released); True if a relay socket got a datagram."""
+        try:
+            readable, _, _ = select.select(self._fds, (), (), timeout)
+        except (ValueError, OSError):
+            # A descriptor past select()'s limit, or closed under us: wait briefly without
+            # watching input, then let the loop read what came in meanwhile.
+            time.sleep(min(timeout, 0.0002))
+            return True
+        return bool(readable)
 
     # --- observability ----------------------------------------------------------------------
 

@@ -1,0 +1,184 @@
+"""Running a scenario headless into a result folder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .._tasks import cancel_and_wait
+from ..lab import Lab
+from ..netem.conditions import LinkConditions
+from ..netem.relay import Network
+from ..quality import QualityMonitor
+from .results import Result, ResultWriter, load
+from .scenario import Scenario, load_scenario
+from .summary import summarize
+
+__all__ = ["run", "run_scenario"]
+
+logger = logging.getLogger(__name__)
+
+
+def _network(scenario: Scenario) -> Network | None:
+    """One relay for the scenario's links: [link] for every pair, a = earlier peer."""
+    if scenario.link is None and not scenario.schedules:
+        return None
+    a_to_b, b_to_a = scenario.link or (LinkConditions(), LinkConditions())
+    network = Network(a_to_b, seed=scenario.seed)
+    names = scenario.peer_names
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            network.set_conditions(a, b, a_to_b)
+            network.set_conditions(b, a, b_to_a)
+            for key, (src, dst) in (("a_to_b", (a, b)), ("b_to_a", (b, a))):
+                if key in scenario.schedules:
+                    network.set_schedule(src, dst, scenario.schedules[key])
+    return network
+
+
+async def _every(interval: float, action: Callable[[int], Awaitable[None] | None]) -> None:
+    loop = asyncio.get_running_loop()
+    next_at, tick = loop.time(), 0
+    while True:
+        result = action(tick)
+        if result is not None:
+            await result
+        tick += 1
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+
+async def run_scenario(
+    scenario: Scenario,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Result:
+    """Run ``scenario`` and write its result folder; returns it loaded.
+
+    Every sample is journaled as it is taken, so an exception, a cancellation
+    (Ctrl-C) or even SIGKILL leaves a loadable folder; ``metadata.json`` says how
+    the run ended.
+    """
+    writer = ResultWriter(out, scenario.data, seed=scenario.seed, overwrite=overwrite)
+    lab = Lab(stats_interval=scenario.stats_interval_s, network=_network(scenario))
+    lab.sampler.on_rows = lambda rows: writer.append("stats", rows)
+    lab.sampler.on_link_rows = lambda rows: writer.append("links", rows)
+    lab.events.listeners.append(lambda record: writer.append("events", [record]))
+    quality = QualityMonitor(
+        lab,
+        psnr_every=scenario.psnr_every,
+        freeze_ms=scenario.freeze_ms,
+        on_frame_rows=lambda rows: writer.append("frames", rows),
+        on_message_rows=lambda rows: writer.append("messages", rows),
+    )
+    status, error = "failed", None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with lab:
+            for spec in scenario.peers:
+                await lab.add_peer(spec.name, media=spec.media)
+            await lab.wait_connected()
+            lab.events.add("", "", "call-start", scenario.name)
+            start = lab.clock.now()
+            for record in scenario.records:
+                peer = lab.peers[record.peer]
+                remotes = [record.remote] if record.remote else list(peer.sessions)
+                for remote in remotes:
+                    path = Path(out) / f"recording-{record.peer}-from-{remote}.{record.format}"
+                    await peer.record(remote, path)
+            names = scenario.peer_names
+            if scenario.chat_interval_s:
+
+                async def chat(tick: int) -> None:
+                    for name in names:
+                        peer = lab.peers[name]
+                        for session in list(peer.sessions.values()):
+                            if session.chat is not None and session.chat.readyState == "open":
+                                await session.send_chat(f"{name} {tick}")
+
+                tasks.append(asyncio.create_task(_every(scenario.chat_interval_s, chat)))
+            if scenario.cursor_rate_hz:
+
+                def cursor(tick: int) -> None:
+                    for name in names:
+                        lab.peers[name].send_cursor(tick % 640, (tick * 7) % 480)
+
+                tasks.append(asyncio.create_task(_every(1 / scenario.cursor_rate_hz, cursor)))
+            for switch in scenario.switches:
+
+                async def do_switch(s: Any = switch) -> None:
+                    await asyncio.sleep(max(0.0, start + s.at_s - lab.clock.now()))
+                    await lab.peers[s.peer].switch_video(s.source)
+
+                tasks.append(asyncio.create_task(do_switch()))
+            with tqdm(
+                total=scenario.duration_s,
+                unit="s",
+                disable=not progress,
+                desc=scenario.name,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s",
+            ) as bar:
+                while (elapsed := lab.clock.now() - start) < scenario.duration_s:
+                    await asyncio.sleep(min(0.5, scenario.duration_s - elapsed))
+                    bar.n = min(scenario.duration_s, lab.clock.now() - start)
+                    bar.refresh()
+                    for task in tasks:
+                        if task.done() and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+            await cancel_and_wait(*tasks)
+            lab.events.add("", "", "call-end", scenario.name)
+        status = "completed"
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        status = "interrupted"
+        raise
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(*tasks)
+        quality.close()
+        await lab.close()
+        summary = {}
+        try:
+            summary = summarize(_in_memory(writer))
+        except Exception:  # a summary must never cost the measurements
+            logger.exception("cannot summarise the run")
+        writer.finish(status, error=error, summary=summary)
+    return load(out)
+
+
+def _in_memory(writer: ResultWriter) -> Result:
+    from .results import _frame
+
+    tables = {name: _frame(name, rows) for name, rows in writer.rows.items()}
+    return Result(
+        writer.out,
+        writer.metadata,
+        stats=tables["stats"],
+        links=tables["links"],
+        events=tables["events"],
+        frames=tables["frames"],
+        messages=tables["messages"],
+    )
+
+
+def run(
+    scenario: Scenario | str | Path,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Result:
+    """Run a scenario (object or TOML path) to completion from synchronous code."""
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    return asyncio.run(run_scenario(scenario, out, progress=progress, overwrite=overwrite))

@@ -1,0 +1,336 @@
+"""Scenarios: a declarative experiment (peers, media, network, duration, seed), from TOML.
+
+Example ``call.toml``::
+
+    name = "3g-call"
+    duration_s = 30
+    seed = 1
+
+    [[peers]]
+    name = "alice"
+    width = 320
+    height = 240
+    fps = 15
+
+    [[peers]]
+    name = "bob"
+
+    [link]                    # every pair, both directions (see webrtclab.netem)
+    preset = "3g"
+    loss = 0.02
+    [link.b_to_a]
+    rate_kbps = 500
+
+    [[link.schedule]]         # changes at set times after the call starts
+    at_s = 10
+    rate_kbps = 300
+    [[link.schedule]]
+    at_s = 20
+    reset = true
+
+    [[switch]]                # replaceTrack mid-call
+    at_s = 5
+    peer = "alice"
+    source = "screen"
+
+    [[record]]                # record what bob receives from alice
+    peer = "bob"
+    remote = "alice"
+
+    [traffic]
+    chat_interval_s = 1.0
+    cursor_rate_hz = 20
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import ConfigurationError
+from ..media import MediaSpec
+from ..netem.conditions import LinkConditions, Schedule, link_from_mapping, parse_schedule
+from ..signaling.messages import MAX_ID_LENGTH
+
+__all__ = ["PeerSpec", "Scenario", "load_scenario"]
+
+_TOP_KEYS = {
+    "name",
+    "duration_s",
+    "seed",
+    "stats_interval_s",
+    "peers",
+    "link",
+    "switch",
+    "record",
+    "traffic",
+    "quality",
+}
+_PEER_KEYS = {"name", "video", "audio", "width", "height", "fps"}
+_SWITCH_KEYS = {"at_s", "peer", "source"}
+_RECORD_KEYS = {"peer", "remote", "format"}
+_TRAFFIC_KEYS = {"chat_interval_s", "cursor_rate_hz"}
+_QUALITY_KEYS = {"psnr_every", "freeze_ms"}
+_SCHEDULE_DIRECTIONS = ("both", "a_to_b", "b_to_a")
+DEFAULT_PEERS: tuple[dict[str, Any], ...] = ({"name": "alice"}, {"name": "bob"})
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """One peer of a scenario and what it sends."""
+
+    name: str
+    media: MediaSpec = field(default_factory=MediaSpec)
+
+
+@dataclass(frozen=True)
+class Switch:
+    at_s: float
+    peer: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Record:
+    peer: str
+    remote: str | None
+    format: str = "mkv"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated experiment description; build it with :meth:`from_mapping` or TOML.
+
+    ``data`` keeps the mapping it was built from (what the result folder records and
+    what sweeps override); the other attributes are its parsed form.
+    """
+
+    data: Mapping[str, Any]
+    name: str
+    duration_s: float
+    seed: int
+    stats_interval_s: float
+    peers: tuple[PeerSpec, ...]
+    link: tuple[LinkConditions, LinkConditions] | None
+    schedules: dict[str, Schedule]
+    switches: tuple[Switch, ...]
+    records: tuple[Record, ...]
+    chat_interval_s: float | None
+    cursor_rate_hz: float | None
+    psnr_every: int
+    freeze_ms: float | None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Scenario:
+        """Validate ``data`` (a parsed TOML document) into a scenario."""
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(f"a scenario must be a table, got {type(data).__name__}")
+        _check_keys(data, _TOP_KEYS, "scenario")
+        data = copy.deepcopy(dict(data))
+        name = _str(data.get("name", "scenario"), "name")
+        duration = _number(data.get("duration_s", 10.0), "duration_s", 0.5, 86400.0)
+        seed = data.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigurationError(f"seed must be an integer, got {seed!r}")
+        interval = _number(data.get("stats_interval_s", 0.5), "stats_interval_s", 0.05, 60.0)
+
+        raw_peers = data.get("peers", list(DEFAULT_PEERS))
+        if not isinstance(raw_peers, list) or len(raw_peers) < 2:
+            raise ConfigurationError(f"peers must list at least two peers, got {raw_peers!r}")
+        peers = tuple(_peer(p, i, seed) for i, p in enumerate(raw_peers))
+        names = [p.name for p in peers]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"peer names must be unique, got {names}")
+
+        link = None
+        schedules: dict[str, Schedule] = {}
+        if "link" in data:
+            table = data["link"]
+            if not isinstance(table, Mapping):
+                raise ConfigurationError(f"link must be a table, got {table!r}")
+            steps = table.get("schedule", [])
+            link = link_from_mapping({k: v for k, v in table.items() if k != "schedule"})
+            schedules = _schedules(steps)
+
+        switches = tuple(_switch(s, names) for s in _list(data.get("switch", []), "switch"))
+        records = tuple(_record(r, names) for r in _list(data.get("record", []), "record"))
+        traffic = data.get("traffic", {})
+        if not isinstance(traffic, Mapping):
+            raise ConfigurationError(f"traffic must be a table, got {traffic!r}")
+        _check_keys(traffic, _TRAFFIC_KEYS, "traffic")
+        chat = traffic.get("chat_interval_s", 1.0)
+        cursor = traffic.get("cursor_rate_hz", 10.0)
+        chat = None if chat == 0 else _number(chat, "traffic.chat_interval_s", 0.01, 3600.0)
+        cursor = None if cursor == 0 else _number(cursor, "traffic.cursor_rate_hz", 0.1, 1000.0)
+        quality = data.get("quality", {})
+        if not isinstance(quality, Mapping):
+            raise ConfigurationError(f"quality must be a table, got {quality!r}")
+        _check_keys(quality, _QUALITY_KEYS, "quality")
+        psnr_every = quality.get("psnr_every", 1)
+        if not isinstance(psnr_every, int) or isinstance(psnr_every, bool) or psnr_every < 0:
+            raise ConfigurationError(
+                f"quality.psnr_every must be an integer >= 0 (0: no PSNR), got {psnr_every!r}"
+            )
+        freeze = quality.get("freeze_ms")
+        if freeze is not None:
+            freeze = _number(freeze, "quality.freeze_ms", 1.0, 60000.0)
+        return cls(
+            data=data,
+            name=name,
+            duration_s=duration,
+            seed=seed,
+            stats_interval_s=interval,
+            peers=peers,
+            link=link,
+            schedules=schedules,
+            switches=switches,
+            records=records,
+            chat_interval_s=chat,
+            cursor_rate_hz=cursor,
+            psnr_every=psnr_every,
+            freeze_ms=freeze,
+        )
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Scenario:
+        """A copy with dotted keys replaced, e.g. ``{"link.loss": 0.02, "duration_s": 5}``.
+
+        Used by sweeps; the result is validated like any scenario.
+        """
+        data = copy.deepcopy(dict(self.data))
+        for dotted, value in overrides.items():
+            parts = dotted.split(".")
+            if not all(parts):
+                raise ConfigurationError(f"bad override key {dotted!r}")
+            table: dict[str, Any] = data
+            for part in parts[:-1]:
+                nested = table.setdefault(part, {})
+                if not isinstance(nested, dict):
+                    raise ConfigurationError(
+                        f"cannot set {dotted!r}: {part!r} is not a table in the scenario"
+                    )
+                table = nested
+            table[parts[-1]] = value
+        return Scenario.from_mapping(data)
+
+    @property
+    def peer_names(self) -> list[str]:
+        return [p.name for p in self.peers]
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario TOML file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigurationError(f"scenario file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"scenario file {str(path)!r} is not valid TOML: {exc}") from None
+    data.setdefault("name", path.stem)
+    return Scenario.from_mapping(data)
+
+
+# --- validation helpers ---------------------------------------------------------------------
+
+
+def _check_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigurationError(
+                f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})"
+            )
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise ConfigurationError(
+            f"{where} must be a string of 1-{MAX_ID_LENGTH} characters, got {value!r}"
+        )
+    return value
+
+
+def _number(value: Any, where: str, low: float, high: float) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or math.isnan(value)
+        or not low <= value <= high
+    ):
+        raise ConfigurationError(f"{where} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _list(value: Any, where: str) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise ConfigurationError(f"{where} must be an array of tables ([[{where}]]), got {value!r}")
+    return value
+
+
+def _peer(raw: Any, index: int, seed: int) -> PeerSpec:
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"peers[{index}] must be a table, got {raw!r}")
+    _check_keys(raw, _PEER_KEYS, f"peers[{index}]")
+    name = _str(raw.get("name", f"peer{index}"), f"peers[{index}].name")
+    width, height = raw.get("width", 320), raw.get("height", 240)
+    for key, value in (("width", width), ("height", height)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigurationError(f"peers[{index}].{key} must be an integer, got {value!r}")
+    fps = _number(raw.get("fps", 15.0), f"peers[{index}].fps", 0.1, 120.0)
+    video = raw.get("video", "synthetic")
+    audio = raw.get("audio", "tone")
+    if not isinstance(video, str) or not isinstance(audio, str):
+        raise ConfigurationError(f"peers[{index}].video and .audio must be strings")
+    # Each peer's synthetic texture differs, so PSNR compares against the right picture.
+    media = MediaSpec(
+        video=video, audio=audio, width=width, height=height, fps=fps, seed=seed * 1000 + index
+    )
+    return PeerSpec(name, media)
+
+
+def _schedules(steps: Any) -> dict[str, Schedule]:
+    """[[link.schedule]] entries, split by direction ("both" by default)."""
+    entries = _list(steps, "link.schedule")
+    split: dict[str, list[dict[str, Any]]] = {"a_to_b": [], "b_to_a": []}
+    for entry in entries:
+        entry = dict(entry)
+        direction = entry.pop("direction", "both")
+        if direction not in _SCHEDULE_DIRECTIONS:
+            raise ConfigurationError(
+                f"link.schedule direction must be one of {_SCHEDULE_DIRECTIONS}, got {direction!r}"
+            )
+        for key in ("a_to_b", "b_to_a"):
+            if direction in ("both", key):
+                split[key].append(entry)
+    return {key: parse_schedule(value) for key, value in split.items() if value}
+
+
+def _switch(raw: Mapping[str, Any], names: list[str]) -> Switch:
+    _check_keys(raw, _SWITCH_KEYS, "switch")
+    at_s = _number(raw.get("at_s"), "switch.at_s", 0.0, 86400.0)
+    peer = raw.get("peer")
+    if peer not in names:
+        raise ConfigurationError(f"switch.peer must be one of {names}, got {peer!r}")
+    source = raw.get("source")
+    if source not in ("screen", "camera"):
+        raise ConfigurationError(f'switch.source must be "screen" or "camera", got {source!r}')
+    return Switch(at_s, str(peer), str(source))
+
+
+def _record(raw: Mapping[str, Any], names: list[str]) -> Record:
+    _check_keys(raw, _RECORD_KEYS, "record")
+    peer = raw.get("peer")
+    if peer not in names:
+        raise ConfigurationError(f"record.peer must be one of {names}, got {peer!r}")
+    remote = raw.get("remote")
+    if remote is not None and (remote not in names or remote == peer):
+        raise ConfigurationError(f"record.remote must be another peer of {names}, got {remote!r}")
+    fmt = raw.get("format", "mkv")
+    if fmt not in ("mkv", "mp4", "webm"):
+        raise ConfigurationError(f'record.format must be "mkv", "mp4" or "webm", got {fmt!r}')
+    return Record(str(peer), None if remote is None else str(remote), fmt)

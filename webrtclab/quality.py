@@ -1,0 +1,403 @@
+"""Quality as the receiver sees it: frame latency, PSNR, freezes, data-channel latency and loss.
+
+aiortc measures none of these.  A :class:`QualityMonitor` reads the stamp every
+lab video source draws into its frames (:func:`webrtclab.media.read_stamp`) and,
+since sender and receiver share a process and a clock, compares each received
+frame with the exact picture that was sent.  Data-channel messages carry ``seq``
+and ``sent_ms`` (:meth:`webrtclab.peer.PeerSession.send_cursor`).
+
+Frames table, one row per received video frame (:data:`FRAME_COLUMNS`):
+
+===============  ==========================================================================
+``time_s``       receive time, on the lab clock
+``peer``         the receiver
+``remote``       the sender
+``frame``        the sender's frame index (its 16-bit stamp value when the sender is not
+                 in this process); missing when the stamp is unreadable (a file source)
+``latency_ms``   receive time - send time (capture to decoded, both on the lab clock)
+``psnr_db``      luma PSNR against the sent picture, stamp band excluded; ``inf`` for an
+                 identical picture, NaN when not computed (``psnr_every``, file sources)
+``interval_ms``  time since the previous frame from the same sender (NaN for the first)
+``freeze``       whether this frame ends a freeze (W3C webrtc-stats ``freezeCount``):
+                 its interval is at least max(3 x average, average + 150 ms), the
+                 average over the previous 30 intervals (from the 5th frame on); the
+                 freeze lasted ``interval_ms``.  ``freeze_ms=`` sets a fixed threshold
+===============  ==========================================================================
+
+Messages table, one row per received chat or cursor message (:data:`MESSAGE_COLUMNS`):
+``time_s``, ``peer`` (receiver), ``remote`` (sender), ``channel`` (``chat`` or
+``cursors``), ``seq``, ``latency_ms`` (from ``sent_ms``), ``in_order`` (``seq``
+higher than any before it on that channel).  Chat echoes from bots are not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+import pandas as pd
+
+from .events import LabClock
+from .exceptions import ConfigurationError
+from .media import luma_plane, read_stamp, stamp_band
+from .peer import Peer, PeerSession, watch_peers
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["FRAME_COLUMNS", "MESSAGE_COLUMNS", "QualityMonitor"]
+
+logger = logging.getLogger(__name__)
+
+FRAME_COLUMNS = [
+    "time_s",
+    "peer",
+    "remote",
+    "frame",
+    "latency_ms",
+    "psnr_db",
+    "interval_ms",
+    "freeze",
+]
+MESSAGE_COLUMNS = ["time_s", "peer", "remote", "channel", "seq", "latency_ms", "in_order"]
+_FRAME_DTYPES = {
+    "time_s": "float64",
+    "peer": "string",
+    "remote": "string",
+    "frame": "Int64",
+    "latency_ms": "float64",
+    "psnr_db": "float64",
+    "interval_ms": "float64",
+    "freeze": "bool",
+}
+_MESSAGE_DTYPES = {
+    "time_s": "float64",
+    "peer": "string",
+    "remote": "string",
+    "channel": "string",
+    "seq": "Int64",
+    "latency_ms": "float64",
+    "in_order": "boolean",
+}
+
+# webrtc-stats freezeCount: the average frame duration is over the last 30 frames;
+# as libwebrtc, judge from the 5th interval on.
+FREEZE_WINDOW = 30
+FREEZE_MIN_INTERVALS = 5
+FREEZE_MIN_INCREASE_MS = 150.0
+# Rows go to the callbacks in batches of this many, or this old.
+BATCH_ROWS = 50
+BATCH_S = 0.5
+
+FrameRow = tuple[float, str, str, int | None, float, float, float, bool]
+MessageRow = tuple[float, str, str, str, int | None, float, bool | None]
+RowsCallback = Callable[[list[tuple[Any, ...]]], None]
+
+
+@dataclass
+class _VideoStream:
+    """Per (receiver, sender): what the freeze detector and the frame rate need."""
+
+    first_s: float
+    last_s: float
+    frames: int = 0
+    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=FREEZE_WINDOW))
+
+
+@dataclass
+class _Channel:
+    """Per (receiver, sender, channel): sequence numbers seen."""
+
+    received: int = 0
+    sequenced: int = 0
+    first_seq: int | None = None
+    max_seq: int | None = None
+
+
+class _Batch:
+    """Rows waiting for a callback."""
+
+    def __init__(self, callback: RowsCallback | None) -> None:
+        self.callback = callback
+        self.rows: list[tuple[Any, ...]] = []
+        self.since = 0.0
+
+    def add(self, row: tuple[Any, ...], now: float) -> None:
+        if self.callback is None:
+            return
+        if not self.rows:
+            self.since = now
+        self.rows.append(row)
+        if len(self.rows) >= BATCH_ROWS or now - self.since >= BATCH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if rows and self.callback is not None:
+            try:
+                self.callback(rows)
+            except Exception:
+                # A journal that fails must not stop the measurement (nor the
+                # session's frame consumer that calls us).
+                logger.exception("quality rows callback failed; %d rows not delivered", len(rows))
+
+
+class QualityMonitor:
+    """Measures received video and data-channel quality at every peer of a lab.
+
+    :param lab_or_peers: a :class:`~webrtclab.lab.Lab` (its current and future
+        peers are monitored) or some peers.
+    :param clock: the time base of the senders' stamps and ``sent_ms``: the lab
+        clock (the default, for a lab or for peers that share one).
+    :param psnr_every: compute PSNR on every Nth frame of each stream (0: never).
+    :param freeze_ms: a fixed freeze threshold instead of the W3C rule.
+    :param on_frame_rows: called with new frame rows, in small batches.
+    :param on_message_rows: called with new message rows, in small batches.
+    """
+
+    def __init__(
+        self,
+        lab_or_peers: Lab | Iterable[Peer],
+        *,
+        clock: LabClock | Callable[[], float] | None = None,
+        psnr_every: int = 1,
+        freeze_ms: float | None = None,
+        on_frame_rows: RowsCallback | None = None,
+        on_message_rows: RowsCallback | None = None,
+    ) -> None:
+        if isinstance(psnr_every, bool) or not isinstance(psnr_every, int) or psnr_every < 0:
+            raise ConfigurationError(f"psnr_every must be an integer >= 0, got {psnr_every!r}")
+        if freeze_ms is not None and not freeze_ms > 0:
+            raise ConfigurationError(f"freeze_ms must be positive, got {freeze_ms!r}")
+        self.psnr_every = psnr_every
+        self.freeze_ms = freeze_ms
+        self.frame_rows: list[FrameRow] = []
+        self.message_rows: list[MessageRow] = []
+        self._frame_batch = _Batch(on_frame_rows)
+        self._message_batch = _Batch(on_message_rows)
+        self._streams: dict[tuple[str, str], _VideoStream] = {}
+        self._channels: dict[tuple[str, str, str], _Channel] = {}
+        self._handlers: dict[Peer, Callable[[str, str, Any], None]] = {}
+        self._unwatch: Callable[[], None] | None = None
+        self._closed = False
+        # Where a receiver finds the sender of a stream, to re-render its frames: the
+        # lab's live dict (senders that join later are found), or the peers given.
+        self._senders: dict[str, Peer]
+        if isinstance(lab_or_peers, Peer):
+            lab_or_peers = [lab_or_peers]
+        if isinstance(lab_or_peers, Iterable):
+            peers = list(lab_or_peers)
+            self._senders = {p.user_id: p for p in peers}
+            default_clock: LabClock | None = peers[0].events.clock if peers else None
+        else:
+            lab = lab_or_peers
+            self._senders = lab.peers
+            default_clock = lab.clock
+            self._unwatch = watch_peers(lab.events, self._attach)
+            peers = list(lab.peers.values())
+        clock = clock if clock is not None else default_clock
+        if clock is None:
+            raise ConfigurationError("QualityMonitor needs a clock= when given no peers")
+        self._clock: Callable[[], float] = clock.now if isinstance(clock, LabClock) else clock
+        for peer in peers:
+            self._attach(peer)
+
+    def __repr__(self) -> str:
+        return f"QualityMonitor({len(self._handlers)} peers, {len(self.frame_rows)} frames)"
+
+    # --- attaching -------------------------------------------------------------------------
+
+    def _attach(self, peer: Peer) -> None:
+        if self._closed or peer in self._handlers:
+            return
+
+        def on_message(remote: str, label: str, payload: Any) -> None:
+            self._on_message(peer, remote, label, payload)
+
+        peer.frame_listeners.append(self._on_frame)
+        peer.on("message", on_message)
+        self._handlers[peer] = on_message
+
+    def close(self) -> None:
+        """Detach from every peer and deliver the rows still batched; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._unwatch is not None:
+            self._unwatch()
+        for peer, handler in self._handlers.items():
+            if self._on_frame in peer.frame_listeners:
+                peer.frame_listeners.remove(self._on_frame)
+            peer.remove_listener("message", handler)
+        self._handlers.clear()
+        self.flush()
+
+    def flush(self) -> None:
+        """Deliver batched rows to the callbacks now."""
+        self._frame_batch.flush()
+        self._message_batch.flush()
+
+    # --- video -----------------------------------------------------------------------------
+
+    def _on_frame(
+        self, session: PeerSession, kind: str, frame: av.AudioFrame | av.VideoFrame
+    ) -> None:
+        if kind != "video" or not isinstance(frame, av.VideoFrame):
+            return
+        now = self._clock()
+        receiver, remote = session.peer.user_id, session.remote
+        stream = self._streams.get((receiver, remote))
+        if stream is None:
+            stream = self._streams[(receiver, remote)] = _VideoStream(now, now)
+            interval_ms = math.nan
+        else:
+            interval_ms = (now - stream.last_s) * 1000
+        freeze = self._is_freeze(stream, interval_ms)
+        stream.last_s = now
+        stream.frames += 1
+
+        plane = luma_plane(frame)
+        stamp = read_stamp(plane)
+        number: int | None = None
+        latency_ms = psnr_db = math.nan
+        if stamp is not None:
+            number = stamp.frame
+            # Both ends truncate to ms on one clock; the difference is exact mod 65536.
+            latency_ms = float((int(now * 1000) - stamp.sent_ms) & 0xFFFF)
+            sender = self._senders.get(remote)
+            index = sender.sent_frame_index(stamp.frame) if sender is not None else None
+            if sender is not None and index is not None:
+                number = index
+                if self.psnr_every and (stream.frames - 1) % self.psnr_every == 0:
+                    reference = sender.reference_frame(index, luma=True)
+                    if reference is not None:
+                        psnr_db = _psnr(plane, reference)
+        row: FrameRow = (now, receiver, remote, number, latency_ms, psnr_db, interval_ms, freeze)
+        self.frame_rows.append(row)
+        self._frame_batch.add(row, now)
+
+    def _is_freeze(self, stream: _VideoStream, interval_ms: float) -> bool:
+        if math.isnan(interval_ms):
+            return False
+        intervals = stream.intervals
+        if self.freeze_ms is not None:
+            freeze = interval_ms >= self.freeze_ms
+        elif len(intervals) >= FREEZE_MIN_INTERVALS:
+            average = sum(intervals) / len(intervals)
+            freeze = interval_ms >= max(3 * average, average + FREEZE_MIN_INCREASE_MS)
+        else:
+            freeze = False
+        intervals.append(interval_ms)
+        return freeze
+
+    # --- data channels ---------------------------------------------------------------------
+
+    def _on_message(self, peer: Peer, remote: str, label: str, payload: Any) -> None:
+        if label not in ("chat", "cursors") or not isinstance(payload, dict):
+            return
+        if payload.get("echo"):
+            return  # a bot's echo carries our own seq: not a message of its stream
+        now = self._clock()
+        seq = payload.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            seq = None
+        sent_ms = payload.get("sent_ms")
+        latency_ms = math.nan
+        if isinstance(sent_ms, int | float) and not isinstance(sent_ms, bool):
+            latency_ms = now * 1000 - float(sent_ms)
+        channel = self._channels.setdefault((peer.user_id, remote, label), _Channel())
+        channel.received += 1
+        in_order: bool | None = None
+        if seq is not None:
+            channel.sequenced += 1
+            if channel.first_seq is None or channel.max_seq is None:
+                in_order = True
+                channel.first_seq = channel.max_seq = seq
+            else:
+                in_order = seq > channel.max_seq
+                channel.first_seq = min(channel.first_seq, seq)
+                channel.max_seq = max(channel.max_seq, seq)
+        row: MessageRow = (now, peer.user_id, remote, label, seq, latency_ms, in_order)
+        self.message_rows.append(row)
+        self._message_batch.add(row, now)
+
+    # --- results ---------------------------------------------------------------------------
+
+    def frames_dataframe(self) -> pd.DataFrame:
+        """The frame rows as a DataFrame with :data:`FRAME_COLUMNS`."""
+        frame = pd.DataFrame.from_records(self.frame_rows, columns=FRAME_COLUMNS)
+        return frame.astype(_FRAME_DTYPES)
+
+    def messages_dataframe(self) -> pd.DataFrame:
+        """The message rows as a DataFrame with :data:`MESSAGE_COLUMNS`."""
+        frame = pd.DataFrame.from_records(self.message_rows, columns=MESSAGE_COLUMNS)
+        return frame.astype(_MESSAGE_DTYPES)
+
+    def summary(self) -> dict[str, float]:
+        """Headline numbers over everything recorded so far (NaN where there is no data).
+
+        ``frame_latency_ms_p50``/``_p95``, ``recv_fps`` (mean over streams),
+        ``freezes``, ``freeze_total_s``, ``psnr_db_mean`` (over finite values),
+        ``cursor_latency_ms_p50``, ``cursor_loss_fraction`` (sequence numbers
+        missing between each stream's first and last received), ``chat_delivered``,
+        ``chat_in_order`` (1 or 0), and ``frames`` (rows).
+        """
+        rows = self.frame_rows
+        latency = np.array([r[4] for r in rows], dtype=np.float64)
+        psnr = np.array([r[5] for r in rows], dtype=np.float64)
+        freezes = [r[6] for r in rows if r[7]]
+        fps = [
+            (s.frames - 1) / (s.last_s - s.first_s)
+            for s in self._streams.values()
+            if s.frames > 1 and s.last_s > s.first_s
+        ]
+        cursors = [r for r in self.message_rows if r[3] == "cursors"]
+        chat = [r for r in self.message_rows if r[3] == "chat"]
+        expected = received = 0
+        for (_, _, label), channel in self._channels.items():
+            if label == "cursors" and channel.max_seq is not None:
+                assert channel.first_seq is not None
+                expected += channel.max_seq - channel.first_seq + 1
+                received += channel.sequenced
+        return {
+            "frames": float(len(rows)),
+            "frame_latency_ms_p50": _percentile(latency, 50),
+            "frame_latency_ms_p95": _percentile(latency, 95),
+            "recv_fps": float(np.mean(fps)) if fps else math.nan,
+            "freezes": float(len(freezes)),
+            "freeze_total_s": float(sum(freezes)) / 1000,
+            "psnr_db_mean": _mean(psnr[np.isfinite(psnr)]),
+            "cursor_latency_ms_p50": _percentile(
+                np.array([r[5] for r in cursors], dtype=np.float64), 50
+            ),
+            "cursor_loss_fraction": 1 - received / expected if expected else math.nan,
+            "chat_delivered": float(len(chat)),
+            "chat_in_order": float(all(r[6] is not False for r in chat)) if chat else math.nan,
+        }
+
+
+def _psnr(received: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR of a received luma plane against the sent one, above the stamp band."""
+    height, width = reference.shape
+    if received.shape != (height, width):
+        return math.nan  # rescaled on the way: not comparable pixel by pixel
+    band = stamp_band(width, height)
+    rows = band[0] if band is not None else height
+    diff = np.subtract(received[:rows], reference[:rows], dtype=np.int32)
+    mse = float(np.einsum("ij,ij->", diff, diff)) / diff.size
+    return math.inf if mse == 0 else 10 * math.log10(255 * 255 / mse)
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    values = values[~np.isnan(values)]
+    return float(np.percentile(values, q)) if values.size else math.nan
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else math.nan
