@@ -245,17 +245,8 @@ def generate_lte_like(seed: int = 2) -> Trace:
     rng = random.Random(seed)
     step_ms, steps = 50, 1200
     rates = _log_ar1(rng, steps, median_kbps=9300, rho=0.97, sigma=0.06, low=3000, high=20000)
-    step = 0
-    while step < steps:
-        # About one dip every 10 s: 150-400 ms at 1-2 Mbit/s, as during a handover.
-        if rng.random() < 0.005:
-            length = rng.randint(3, 8)
-            dip = rng.uniform(1000, 2000)
-            for i in range(step, min(steps, step + length)):
-                rates[i] = dip
-            step += length
-        else:
-            step += 1
+    # About one dip every 10 s: 150-400 ms at 1-2 Mbit/s, as during a handover.
+    _add_dips(rng, rates, chance=0.005, length=(3, 8), kbps=(1000, 2000))
     return trace_from_rates(rates, step_ms, name="lte-like")
 
 
@@ -264,18 +255,30 @@ def generate_3g_like(seed: int = 3) -> Trace:
     rng = random.Random(seed)
     step_ms, steps = 100, 600
     rates = _log_ar1(rng, steps, median_kbps=1100, rho=0.9, sigma=0.12, low=300, high=2500)
-    step = 0
+    # About one dip every 5 s: 200-600 ms at 0-100 kbit/s (fading, cell reselection).
+    _add_dips(rng, rates, chance=0.02, length=(2, 6), kbps=(0, 100))
+    return trace_from_rates(rates, step_ms, name="3g-like")
+
+
+def _add_dips(
+    rng: random.Random,
+    rates: list[float],
+    *,
+    chance: float,
+    length: tuple[int, int],
+    kbps: tuple[float, float],
+) -> None:
+    """At each step, with ``chance``, hold a low rate for a random number of steps."""
+    step, steps = 0, len(rates)
     while step < steps:
-        # About one dip every 5 s: 200-600 ms at 0-100 kbit/s (fading, cell reselection).
-        if rng.random() < 0.02:
-            length = rng.randint(2, 6)
-            dip = rng.uniform(0, 100)
-            for i in range(step, min(steps, step + length)):
+        if rng.random() < chance:
+            span = rng.randint(*length)
+            dip = rng.uniform(*kbps)
+            for i in range(step, min(steps, step + span)):
                 rates[i] = dip
-            step += length
+            step += span
         else:
             step += 1
-    return trace_from_rates(rates, step_ms, name="3g-like")
 
 
 SHIPPED_TRACES: dict[str, Callable[[], Trace]] = {
