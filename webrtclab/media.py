@@ -8,7 +8,9 @@ and :class:`ScreenLikeVideoTrack` shows mostly static slides with sharp text.
 Both draw a :class:`Stamp` into every frame they send: the frame number and the
 send time, as a band of dark and bright blocks at the bottom of the picture that
 survives VP8 at low bitrates.  A receiver reads it back with :func:`read_stamp`
-and, in the same process, re-renders the exact reference picture for PSNR.
+and, in the same process, re-renders the exact reference picture for PSNR
+(``render(index)`` is deterministic and draws no stamp).  Frames leave as
+yuv420p, whose luma plane is exactly :func:`luma` of the rendered picture.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "Stamp",
     "SyntheticVideoTrack",
     "ToneAudioTrack",
+    "draw_stamp",
     "luma",
     "luma_plane",
     "open_media",

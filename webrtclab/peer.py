@@ -149,6 +149,7 @@ class PeerSession:
         self._pending: list[RTCIceCandidate] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._close_task: asyncio.Task[None] | None = None
         self._chat_low = asyncio.Event()
         self.pc.on("connectionstatechange", self._on_state)
         self.pc.on("track", self._on_track)
@@ -428,10 +429,19 @@ class PeerSession:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Close the connection; bounded by ``timeout`` (aiortc's close can hang)."""
-        if self._closed:
-            return
-        self._closed = True
+        """Close the connection; bounded by ``timeout`` (aiortc's close can hang).
+
+        Safe to call twice, and to cancel: the closing runs in a task of its own,
+        which a later call awaits, so a cancelled caller cannot leave the ICE
+        sockets open half-way (the peer's reader is cancelled while it closes the
+        session of a peer that left).
+        """
+        if self._close_task is None:
+            self._closed = True
+            self._close_task = asyncio.ensure_future(self._close(timeout))
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, timeout: float) -> None:
         await cancel_and_wait(*self._tasks)
         try:
             async with asyncio.timeout(timeout):
@@ -496,6 +506,7 @@ class Peer(AsyncIOEventEmitter):
         self.frame_listeners: list[FrameListener] = []
         self.relay = MediaRelay()
         self.audio, self.video, self._player = open_media(self.media, clock=self.events.clock.now)
+        # "camera" or "screen" (see switch_video), else the spec's "none" or file path.
         self.video_source = SYNTHETIC_SOURCES.get(self.media.video, self.media.video)
         self.recorders: set[Recorder] = set()
         self.room_id: str | None = None
@@ -504,6 +515,7 @@ class Peer(AsyncIOEventEmitter):
         self._early_candidates: dict[str, list[m.IceCandidateInit | None]] = {}
         self._changed = asyncio.Event()  # set when a session is added, changes state or goes
         self._switching = asyncio.Lock()
+        self._retiring: set[PeerSession] = set()
         self._closed = False
         for callback in list(_WATCHERS.get(self.events, ())):
             callback(self)
@@ -579,7 +591,7 @@ class Peer(AsyncIOEventEmitter):
             old = self.sessions.get(message.from_)
             if old is not None:
                 # A new offer from a known peer means it restarted: start over.
-                await old.close(self.close_timeout)
+                await self._retire(old)
             session = self._new_session(message.from_, initiator=False)
             for candidate in self._early_candidates.pop(message.from_, []):
                 await session.add_remote_candidate(candidate)
@@ -608,7 +620,7 @@ class Peer(AsyncIOEventEmitter):
             self._early_candidates.pop(message.peerId, None)
             gone = self.sessions.pop(message.peerId, None)
             if gone is not None:
-                await gone.close(self.close_timeout)
+                await self._retire(gone)
             self._changed.set()
             self.emit("peer-left", message.peerId)
         elif isinstance(message, m.Error):
@@ -616,6 +628,12 @@ class Peer(AsyncIOEventEmitter):
                 self.user_id, "", "signaling-error", f"{message.code}: {message.message}"
             )
             logger.warning("%r: server error %s: %s", self, message.code, message.message)
+
+    async def _retire(self, session: PeerSession) -> None:
+        # Tracked until closed: close() awaits it if it cancels us half-way.
+        self._retiring.add(session)
+        await session.close(self.close_timeout)
+        self._retiring.discard(session)
 
     # --- use --------------------------------------------------------------------------------
 
@@ -683,19 +701,23 @@ class Peer(AsyncIOEventEmitter):
             # moves on; only then may the old source end, or that wait would end the
             # sender's RTP loop (an ended relay hands it None).
             waits = [asyncio.ensure_future(t.idle.wait()) for t in replaced]
-            if waits:
-                _, pending = await asyncio.wait(waits, timeout=timeout)
-                await cancel_and_wait(*pending)
-                if pending:
-                    logger.warning(
-                        "%r: %d sender(s) still on the old video after %.1f s",
-                        self,
-                        len(pending),
-                        timeout,
-                    )
-            old.stop()
-            for track in replaced:
-                track.stop()
+            try:
+                if waits:
+                    _, pending = await asyncio.wait(waits, timeout=timeout)
+                    if pending:
+                        logger.warning(
+                            "%r: %d sender(s) still on the old video after %.1f s",
+                            self,
+                            len(pending),
+                            timeout,
+                        )
+            finally:
+                await cancel_and_wait(*waits)
+                # Even when cancelled: a live old source would keep taking frame
+                # numbers from the pacer the new one shares.
+                old.stop()
+                for track in replaced:
+                    track.stop()
 
     def sent_frame_index(self, number: int) -> int | None:
         """Index of the latest video frame sent with number ``number`` (mod 65536).
@@ -793,7 +815,8 @@ class Peer(AsyncIOEventEmitter):
                     await self.signaling.send(m.Leave(roomId=self.room_id))
             await self.signaling.close()
         await cancel_and_wait(self._reader)
-        sessions, self.sessions = list(self.sessions.values()), {}
+        sessions = [*self.sessions.values(), *self._retiring]
+        self.sessions, self._retiring = {}, set()
         await asyncio.gather(*(s.close(self.close_timeout) for s in sessions))
         for track in (self.audio, self.video):
             if track is not None:

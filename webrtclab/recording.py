@@ -36,6 +36,7 @@ __all__ = ["Recorder"]
 logger = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 1000)  # Matroska's own timestamp unit
+MAX_ERRORS = 20  # kept in Recorder.errors; a codec failing on every frame logs once
 AUDIO_RATE = 48000
 # Container, default video codec, default audio codec, by file name suffix.
 FORMATS = {
@@ -239,6 +240,13 @@ class Recorder:
         if self._started or self._stopped:
             raise ConfigurationError(f"{self!r} was already started")
         self._started = True
+        try:
+            # FFmpeg opens the file only when the header is written: find out now.
+            self.path.open("wb").close()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write a recording to {os.fspath(self.path)!r}: {exc}"
+            ) from exc
         self._t0 = self.clock()
         firsts = await asyncio.gather(*(self._first_frame(t, timeout) for _, t in self._tracks))
         present = [(n, t, f) for (n, t), f in zip(self._tracks, firsts, strict=True) if f]
@@ -297,7 +305,8 @@ class Recorder:
             # One bad frame must not end the recording of the others.
             if not self.errors:
                 logger.warning("%r: cannot write a frame of %s: %s", self, writer.name, exc)
-            self.errors.append(exc)
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(exc)
 
     async def stop(self) -> None:
         """Stop recording and finalise the file (trailer written); safe to call twice."""
