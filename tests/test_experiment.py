@@ -215,3 +215,31 @@ def test_cli_run_refuses_bad_scenarios(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "duration_s" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+async def test_run_with_switch_and_recording(tmp_path: Path) -> None:
+    import av
+
+    out = tmp_path / "run"
+    result = await run_scenario(
+        scenario(
+            duration_s=2.5,
+            switch=[{"at_s": 1.0, "peer": "alice", "source": "screen"}],
+            record=[{"peer": "bob", "remote": "alice"}],
+        ),
+        out,
+        progress=False,
+    )
+    assert result.status == "completed"
+    switches = result.events[result.events["event"] == "source-switch"]
+    assert list(switches["peer"]) == ["alice"] and "screen" in switches["detail"].iloc[0]
+    # frames from alice keep arriving (and their stamps decode) after the switch
+    switched_at = float(switches["time_s"].iloc[0])
+    after = result.frames[
+        (result.frames["remote"] == "alice") & (result.frames["time_s"] > switched_at + 0.3)
+    ]
+    assert len(after) >= 5 and after["latency_ms"].notna().all()
+    assert [p.name for p in result.recordings] == ["recording-bob-from-alice.mkv"]
+    with av.open(str(result.recordings[0])) as container:
+        assert len(container.streams.video) == 1
+        assert sum(1 for _ in container.decode(video=0)) >= 10
