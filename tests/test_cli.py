@@ -29,7 +29,9 @@ SUMMARY_KEYS = {
     "audio_recv_kbps_median",
     "video_fps_median",
     "loss_fraction_mean",
-    "chat_round_trips",
+    "frame_latency_ms_p50",
+    "psnr_db_mean",
+    "chat_delivered",
 }
 
 
@@ -109,14 +111,16 @@ def test_demo_writes_results_and_prints_a_summary(tmp_path: Path) -> None:
     summary, end = json.JSONDecoder().raw_decode(proc.stdout.lstrip())
     assert set(summary) == SUMMARY_KEYS
     assert 0 < summary["connect_s"] < 10
-    assert summary["chat_round_trips"] >= 1
+    assert summary["chat_delivered"] >= 1
+    assert summary["frame_latency_ms_p50"] > 40  # the demo link's one-way delay, and more
+    assert 60 <= summary["rtt_ms_median"] <= 130
     assert summary["video_fps_median"] > 0
     assert summary["video_recv_kbps_median"] > 0
     assert summary["audio_recv_kbps_median"] > 0
     assert 0 <= summary["loss_fraction_mean"] <= 1
     assert "results in" in proc.stdout.lstrip()[end:]
 
-    for name in ("stats.parquet", "stats.csv", "events.csv", "timeline.png"):
+    for name in ("stats.parquet", "stats.csv", "events.csv", "timeline.png", "metadata.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,23 +1,34 @@
-"""The headless demo: a two-peer call on loopback, written to a result folder."""
+"""The headless demo experiment: a two-peer call over an emulated link, into a result folder."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from .exceptions import ConfigurationError
-from .lab import Lab
-from .media import MediaSpec
-from .plot import plot_timeline
+from .plot import plot_result
 
-__all__ = ["DemoResult", "run_demo"]
+if TYPE_CHECKING:
+    from .experiment.results import Result
 
-logger = logging.getLogger(__name__)
+__all__ = ["DEMO_SCENARIO", "DemoResult", "run_demo"]
+
+# What `make demo` runs: 320x240 at 15 fps both ways over 40 ms +-2 ms and 1 % loss each
+# way, with chat every second and cursor updates at 20 Hz.
+DEMO_SCENARIO: dict[str, Any] = {
+    "name": "demo",
+    "seed": 1,
+    "peers": [
+        {"name": "alice", "width": 320, "height": 240, "fps": 15},
+        {"name": "bob", "width": 320, "height": 240, "fps": 15},
+    ],
+    "link": {"delay_ms": 40, "jitter_ms": 2, "loss": 0.01},
+    "traffic": {"chat_interval_s": 1.0, "cursor_rate_hz": 20},
+}
 
 
 @dataclass
@@ -27,8 +38,9 @@ class DemoResult:
     out: Path
     stats: pd.DataFrame
     events: pd.DataFrame
-    chat_round_trips: int
+    chat_delivered: int
     connect_s: float
+    result: Result | None = None
 
     def summary(self) -> dict[str, float]:
         """Headline numbers: medians over the call (after the first second)."""
@@ -38,6 +50,7 @@ class DemoResult:
         recv = stats[stats["direction"] == "recv"]
         send = stats[stats["direction"] == "send"]
         video = recv[recv["kind"] == "video"]
+        quality = self.result.summary() if self.result is not None else {}
         return {
             "connect_s": round(self.connect_s, 3),
             "rtt_ms_median": round(float(send["rtt_ms"].median()), 2),
@@ -47,7 +60,9 @@ class DemoResult:
             ),
             "video_fps_median": round(float(video["frames_per_s"].median()), 1),
             "loss_fraction_mean": round(float(recv["loss_fraction"].mean()), 4),
-            "chat_round_trips": float(self.chat_round_trips),
+            "frame_latency_ms_p50": round(quality.get("frame_latency_ms_p50", math.nan), 1),
+            "psnr_db_mean": round(quality.get("psnr_db_mean", math.nan), 1),
+            "chat_delivered": float(self.chat_delivered),
         }
 
 
@@ -55,55 +70,34 @@ async def run_demo(
     out: str | Path,
     duration: float = 10.0,
     *,
-    media: MediaSpec | None = None,
-    stats_interval: float = 0.5,
     progress: bool = True,
 ) -> DemoResult:
-    """Run a call between two lab peers for ``duration`` seconds and write the results.
+    """Run :data:`DEMO_SCENARIO` for ``duration`` seconds into the folder ``out``.
 
-    Writes ``stats.parquet``, ``stats.csv``, ``events.csv`` and ``timeline.png`` in ``out``.
+    Besides the result folder (see :mod:`webrtclab.experiment.results`), writes
+    ``stats.csv``, ``events.csv`` and ``timeline.png``; a previous demo in ``out``
+    is replaced.
     """
-    if not 1.0 <= duration <= 24 * 3600:
+    from .experiment import Scenario, run_scenario
+
+    if not (isinstance(duration, int | float) and 1.0 <= duration <= 24 * 3600):
         raise ConfigurationError(f"demo duration must be in [1, 86400] s, got {duration}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"output path {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    async with Lab(stats_interval=stats_interval) as lab:
-        alice = await lab.add_peer("alice", media=media)
-        await lab.add_peer("bob", media=media, echo_chat=True)
-        t0 = lab.clock.now()
-        await lab.wait_connected()
-        connect_s = lab.clock.now() - t0
-        echoes = 0
-
-        def on_message(remote: str, label: str, payload: object) -> None:
-            nonlocal echoes
-            if label == "chat" and isinstance(payload, dict) and payload.get("echo"):
-                echoes += 1
-
-        alice.on("message", on_message)
-        start = lab.clock.now()
-        with tqdm(
-            total=duration,
-            unit="s",
-            disable=not progress,
-            desc="call",
-            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s",
-        ) as bar:
-            tick = 0
-            while (elapsed := lab.clock.now() - start) < duration:
-                await asyncio.sleep(min(0.5, duration - elapsed))
-                tick += 1
-                if tick % 2 == 0:
-                    await alice.send_chat(f"ping {tick}")
-                alice.send_cursor(tick % 100, (tick * 7) % 100)
-                bar.n = min(duration, lab.clock.now() - start)
-                bar.refresh()
-        stats = lab.stats()
-        events = lab.events_frame()
-    stats.to_parquet(out / "stats.parquet", index=False)
-    stats.to_csv(out / "stats.csv", index=False)
-    events.to_csv(out / "events.csv", index=False)
-    plot_timeline(stats, out / "timeline.png", title=f"webrtclab demo: {duration:.0f} s call")
-    return DemoResult(out, stats, events, echoes, connect_s)
+    scenario = Scenario.from_mapping({**DEMO_SCENARIO, "duration_s": duration})
+    result = await run_scenario(scenario, out, progress=progress, overwrite=True)
+    result.stats.to_csv(out / "stats.csv", index=False)
+    result.events.to_csv(out / "events.csv", index=False)
+    plot_result(result, out / "timeline.png")
+    events = result.events
+    joined = events[events["event"] == "joined"]["time_s"]
+    connected = events[(events["event"] == "connection-state") & (events["detail"] == "connected")][
+        "time_s"
+    ]
+    connect_s = (
+        float(connected.max() - joined.max()) if len(joined) and len(connected) else math.nan
+    )
+    messages = result.messages
+    chats = int((messages["channel"] == "chat").sum()) if not messages.empty else 0
+    return DemoResult(out, result.stats, result.events, chats, connect_s, result)
