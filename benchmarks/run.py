@@ -14,6 +14,7 @@ BENCHMARKS = {
     "bench_connect.py": {"quick": ["--runs", "5"], "full": ["--runs", "20"]},
     "bench_signaling.py": {"quick": ["--quick"], "full": []},
     "bench_netem.py": {"quick": ["--quick"], "full": []},
+    "bench_sweep.py": {"quick": ["--quick"], "full": []},
 }
 
 
