@@ -142,6 +142,7 @@ def test_sigkill_mid_run_leaves_every_sample_readable(tmp_path: Path) -> None:
     assert list(result.stats.columns) == STATS_COLUMNS
     assert result.stats["time_s"].is_monotonic_increasing
     assert not result.events.empty
+    assert not result.frames.empty  # quality rows are journaled at every stats sample
 
 
 async def test_sigint_to_the_cli_finalises_the_folder(tmp_path: Path) -> None:

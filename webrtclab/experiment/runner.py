@@ -69,7 +69,6 @@ async def run_scenario(
     """
     writer = ResultWriter(out, scenario.data, seed=scenario.seed, overwrite=overwrite)
     lab = Lab(stats_interval=scenario.stats_interval_s, network=_network(scenario))
-    lab.sampler.on_rows = lambda rows: writer.append("stats", rows)
     lab.sampler.on_link_rows = lambda rows: writer.append("links", rows)
     lab.events.listeners.append(lambda record: writer.append("events", [record]))
     quality = QualityMonitor(
@@ -79,6 +78,13 @@ async def run_scenario(
         on_frame_rows=lambda rows: writer.append("frames", rows),
         on_message_rows=lambda rows: writer.append("messages", rows),
     )
+
+    def on_stats(rows: list[tuple[Any, ...]]) -> None:
+        writer.append("stats", rows)
+        # Journal quality rows at every sample too, so a SIGKILL loses no more of them.
+        quality.flush()
+
+    lab.sampler.on_rows = on_stats
     status, error = "failed", None
     tasks: list[asyncio.Task[None]] = []
     try:
