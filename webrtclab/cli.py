@@ -125,6 +125,12 @@ async def _peer(args: argparse.Namespace) -> None:
             await _wait(stop, args.duration)
 
 
+def _print_json(summary: dict[str, float]) -> None:
+    """A summary as strict JSON (NaN, where nothing was measured, becomes null)."""
+    clean = {k: (None if math.isnan(v) else v) for k, v in summary.items()}
+    print(json.dumps(clean, indent=2, allow_nan=False))  # noqa: T201
+
+
 async def _run_scenario(args: argparse.Namespace) -> None:
     from .experiment import load_scenario, run_scenario
 
@@ -146,8 +152,7 @@ async def _run_scenario(args: argparse.Namespace) -> None:
             print(f"interrupted: partial results in {args.out}/", file=sys.stderr)  # noqa: T201
             raise SystemExit(130)
         result = task.result()
-    summary = {k: (None if math.isnan(v) else v) for k, v in result.summary().items()}
-    print(json.dumps(summary, indent=2, allow_nan=False))  # noqa: T201
+    _print_json(result.summary())
     print(f"results in {result.path}/", file=sys.stderr)  # noqa: T201
 
 
@@ -170,8 +175,7 @@ async def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
     result = await run_demo(args.out, args.duration, progress=not args.no_progress)
-    summary = {k: (None if math.isnan(v) else v) for k, v in result.summary().items()}
-    print(json.dumps(summary, indent=2, allow_nan=False))  # noqa: T201
+    _print_json(result.summary())
     print(  # noqa: T201
         f"results in {result.out}/: metadata.json, stats/links/events/frames/messages .parquet,"
         " stats.csv, events.csv, timeline.png"

@@ -44,9 +44,9 @@ class DemoResult:
 
     def summary(self) -> dict[str, float]:
         """Headline numbers: medians over the call (after the first second)."""
-        stats = self.stats[self.stats["time_s"] >= self.stats["time_s"].min() + 1.0]
-        if stats.empty:  # a very short call: use every row rather than none
-            stats = self.stats
+        from .experiment.summary import steady
+
+        stats = steady(self.stats)
         recv = stats[stats["direction"] == "recv"]
         send = stats[stats["direction"] == "send"]
         video = recv[recv["kind"] == "video"]

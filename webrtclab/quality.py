@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,13 @@ from .peer import Peer, PeerSession, watch_peers
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["FRAME_COLUMNS", "MESSAGE_COLUMNS", "QualityMonitor"]
+__all__ = [
+    "FRAME_COLUMNS",
+    "MESSAGE_COLUMNS",
+    "QualityMonitor",
+    "frames_to_dataframe",
+    "messages_to_dataframe",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -331,13 +337,11 @@ class QualityMonitor:
 
     def frames_dataframe(self) -> pd.DataFrame:
         """The frame rows as a DataFrame with :data:`FRAME_COLUMNS`."""
-        frame = pd.DataFrame.from_records(self.frame_rows, columns=FRAME_COLUMNS)
-        return frame.astype(_FRAME_DTYPES)
+        return frames_to_dataframe(self.frame_rows)
 
     def messages_dataframe(self) -> pd.DataFrame:
         """The message rows as a DataFrame with :data:`MESSAGE_COLUMNS`."""
-        frame = pd.DataFrame.from_records(self.message_rows, columns=MESSAGE_COLUMNS)
-        return frame.astype(_MESSAGE_DTYPES)
+        return messages_to_dataframe(self.message_rows)
 
     def summary(self) -> dict[str, float]:
         """Headline numbers over everything recorded so far (NaN where there is no data).
@@ -380,6 +384,18 @@ class QualityMonitor:
             "chat_delivered": float(len(chat)),
             "chat_in_order": float(all(r[6] is not False for r in chat)) if chat else math.nan,
         }
+
+
+def frames_to_dataframe(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
+    """Frame rows as a DataFrame with :data:`FRAME_COLUMNS` and stable dtypes."""
+    frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=FRAME_COLUMNS)
+    return frame.astype(_FRAME_DTYPES)
+
+
+def messages_to_dataframe(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
+    """Message rows as a DataFrame with :data:`MESSAGE_COLUMNS` and stable dtypes."""
+    frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=MESSAGE_COLUMNS)
+    return frame.astype(_MESSAGE_DTYPES)
 
 
 def _psnr(received: np.ndarray, reference: np.ndarray) -> float:

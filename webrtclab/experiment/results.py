@@ -41,6 +41,7 @@ import pandas as pd
 from ..events import EVENT_COLUMNS
 from ..exceptions import ConfigurationError
 from ..netem.relay import LINK_COLUMNS
+from ..quality import FRAME_COLUMNS, MESSAGE_COLUMNS, frames_to_dataframe, messages_to_dataframe
 from ..stats import STATS_COLUMNS
 from ..stats import to_dataframe as stats_dataframe
 
@@ -49,30 +50,16 @@ __all__ = ["Result", "ResultWriter", "TABLES", "load"]
 logger = logging.getLogger(__name__)
 
 
-def _quality_columns() -> dict[str, list[str]]:
-    from ..quality import FRAME_COLUMNS, MESSAGE_COLUMNS
-
-    return {"frames": list(FRAME_COLUMNS), "messages": list(MESSAGE_COLUMNS)}
-
-
 TABLES: dict[str, list[str]] = {
     "stats": STATS_COLUMNS,
     "links": LINK_COLUMNS,
     "events": EVENT_COLUMNS,
+    "frames": FRAME_COLUMNS,
+    "messages": MESSAGE_COLUMNS,
 }
 COMPACT_EVERY_S = 5.0
 _encoder = msgspec.json.Encoder()
 _VERSIONED = ("webrtclab", "aiortc", "aioice", "av", "aiohttp", "numpy", "pandas", "pyarrow")
-
-
-def _columns(table: str) -> list[str]:
-    if table in TABLES:
-        return TABLES[table]
-    return _quality_columns()[table]
-
-
-def _table_names() -> list[str]:
-    return [*TABLES, *_quality_columns()]
 
 
 def _versions() -> dict[str, str]:
@@ -96,13 +83,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _frame(table: str, rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
-    records = [tuple(row) for row in rows]
+    """Rows of ``table`` as a DataFrame, with the dtypes its owning module gives it."""
     if table == "stats":
-        return stats_dataframe(records)
-    frame = pd.DataFrame.from_records(records, columns=_columns(table))
-    if "time_s" in frame:
-        frame["time_s"] = frame["time_s"].astype("float64")
-    return frame
+        return stats_dataframe([tuple(row) for row in rows])
+    if table == "frames":
+        return frames_to_dataframe(rows)
+    if table == "messages":
+        return messages_to_dataframe(rows)
+    frame = pd.DataFrame.from_records([tuple(row) for row in rows], columns=TABLES[table])
+    return frame.astype({"time_s": "float64"})
 
 
 class ResultWriter:
@@ -130,7 +119,7 @@ class ResultWriter:
             )
         self.out.mkdir(parents=True, exist_ok=True)
         self.compact_every_s = compact_every_s
-        self.rows: dict[str, list[Sequence[Any]]] = {name: [] for name in _table_names()}
+        self.rows: dict[str, list[Sequence[Any]]] = {name: [] for name in list(TABLES)}
         self._journals: dict[str, IO[bytes]] = {}
         for name in self.rows:
             for suffix in (".jsonl", ".parquet"):
@@ -185,6 +174,19 @@ class ResultWriter:
                 _frame(table, rows).to_parquet(tmp, index=False)
                 os.replace(tmp, self.out / f"{table}.parquet")
         self._dirty = False
+
+    def result(self) -> Result:
+        """The rows written so far as a :class:`Result`, without reading the folder."""
+        tables = {name: _frame(name, rows) for name, rows in self.rows.items()}
+        return Result(
+            self.out,
+            self.metadata,
+            stats=tables["stats"],
+            links=tables["links"],
+            events=tables["events"],
+            frames=tables["frames"],
+            messages=tables["messages"],
+        )
 
     def finish(
         self, status: str, *, error: str | None = None, summary: Mapping[str, float] | None = None
@@ -255,7 +257,7 @@ def _read_journal(path: Path, columns: list[str]) -> list[list[Any]]:
 
 
 def _load_table(out: Path, table: str) -> pd.DataFrame:
-    columns = _columns(table)
+    columns = TABLES[table]
     journal = out / f"{table}.jsonl"
     parquet = out / f"{table}.parquet"
     if journal.exists():
@@ -281,6 +283,6 @@ def load(path: str | Path) -> Result:
         metadata = json.loads(meta_path.read_text())
     except ValueError as exc:
         raise ConfigurationError(f"{str(meta_path)!r} is not valid JSON: {exc}") from None
-    tables = {table: _load_table(out, table) for table in _table_names()}
+    tables = {table: _load_table(out, table) for table in list(TABLES)}
     recordings = sorted(p for p in out.glob("recording-*") if p.is_file())
     return Result(out, metadata, recordings=recordings, **tables)

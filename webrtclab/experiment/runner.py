@@ -155,26 +155,11 @@ async def run_scenario(
         await lab.close()
         summary = {}
         try:
-            summary = summarize(_in_memory(writer))
+            summary = summarize(writer.result())
         except Exception:  # a summary must never cost the measurements
             logger.exception("cannot summarise the run")
         writer.finish(status, error=error, summary=summary)
     return load(out)
-
-
-def _in_memory(writer: ResultWriter) -> Result:
-    from .results import _frame
-
-    tables = {name: _frame(name, rows) for name, rows in writer.rows.items()}
-    return Result(
-        writer.out,
-        writer.metadata,
-        stats=tables["stats"],
-        links=tables["links"],
-        events=tables["events"],
-        frames=tables["frames"],
-        messages=tables["messages"],
-    )
 
 
 def run(

@@ -10,7 +10,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from .results import Result
 
-__all__ = ["SUMMARY_METRICS", "summarize"]
+__all__ = ["SUMMARY_METRICS", "steady", "summarize"]
 
 WARMUP_S = 1.0
 SUMMARY_METRICS = [
@@ -35,6 +35,14 @@ def _f(value: object) -> float:
     return result
 
 
+def steady(stats: pd.DataFrame) -> pd.DataFrame:
+    """Stats rows after the first :data:`WARMUP_S` (all rows if the call was shorter)."""
+    if stats.empty:
+        return stats
+    late = stats[stats["time_s"] >= stats["time_s"].min() + WARMUP_S]
+    return late if not late.empty else stats
+
+
 def summarize(result: Result) -> dict[str, float]:
     """Medians and means over the call, after the first second (connection set-up).
 
@@ -43,10 +51,7 @@ def summarize(result: Result) -> dict[str, float]:
     frame latency percentiles, freeze count and mean PSNR from the frames table;
     cursor latency and loss from the messages table.
     """
-    stats = result.stats
-    if not stats.empty:
-        late = stats[stats["time_s"] >= stats["time_s"].min() + WARMUP_S]
-        stats = late if not late.empty else stats
+    stats = steady(result.stats)
     send = stats[stats["direction"] == "send"] if not stats.empty else stats
     recv = stats[stats["direction"] == "recv"] if not stats.empty else stats
     video = recv[recv["kind"] == "video"] if not recv.empty else recv
