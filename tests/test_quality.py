@@ -331,21 +331,24 @@ async def test_switching_to_screen_mid_call_keeps_frames_and_stamps_flowing() ->
     async with Lab() as lab:
         monitor = QualityMonitor(lab)
         alice = await lab.add_peer("alice", media=SMALL_10)
-        await lab.add_peer("bob", media=SMALL_10)
+        bob = await lab.add_peer("bob", media=SMALL_10)
         await lab.wait_connected()
         camera = alice.video
         sent = alice.sessions["bob"].counters[("send", "video")]
-        await asyncio.sleep(1.5)
+        got = bob.sessions["alice"].counters[("recv", "video")]
+        await wait_for(lambda: got.frames >= 10)  # the camera's frames arrive first
         before = sent.frames
         await alice.switch_video("screen")
         switched_at = lab.clock.now()
+        received_at_switch = got.frames
         assert alice.video_source == "screen"
         assert camera is not None and camera.readyState == "ended"
         await alice.switch_video("screen")  # already: nothing happens
-        await asyncio.sleep(1.5)
+        await wait_for(lambda: sent.frames >= before + 10)
         assert sent.frames >= before + 10, "the same sender keeps sending"
         await alice.switch_video("camera")
-        await asyncio.sleep(1.0)
+        # Enough frames after the switches for the checks below (each decoded one is a row).
+        await wait_for(lambda: got.frames >= received_at_switch + 25)
         monitor.close()
         events = lab.events_frame()
         switches = events[events["event"] == "source-switch"]
