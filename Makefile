@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 OUT ?= out/demo
 DURATION ?= 10
 # Debian packages the tests need: Chromium for the browser-in-the-loop tests
-# (driven by Playwright with executable_path, since Playwright cannot download here).
-APT_PACKAGES ?= chromium
+# (driven by Playwright with executable_path, since Playwright cannot download here)
+# and coturn for the TURN tests.
+APT_PACKAGES ?= chromium coturn
 
 .PHONY: demo test check lint typecheck pytest bench apt-deps clean
 
