@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
+from aiortc import RTCIceServer
 
+from .auth import TurnConfig
 from .events import EventLog, LabClock
 from .exceptions import ConfigurationError, LabTimeoutError
 from .loopback import LOOPBACK
@@ -17,10 +20,15 @@ from .netem.relay import Network
 from .peer import Peer
 from .signaling.server import SignalingServer
 from .stats import StatsSampler
+from .turn import TurnServer
 
-__all__ = ["Lab"]
+__all__ = ["TURN_NODE", "Lab"]
 
 logger = logging.getLogger(__name__)
+
+# The emulator's name for the TURN server: the link "alice" -> TURN_NODE is
+# alice's path to coturn (``lab.set_link("alice", TURN_NODE, ...)``).
+TURN_NODE = "turn"
 
 
 class Lab:
@@ -40,6 +48,15 @@ class Lab:
     :param host_addresses: where peers gather candidates (loopback by default;
         ``None`` for the real interfaces).
     :param server: an existing signaling server to use instead of starting one.
+    :param link: emulated conditions between every pair of peers (starts a
+        :class:`~webrtclab.netem.relay.Network`); or pass a ``network``.
+    :param turn: a TURN server for the peers: ``True`` starts coturn on loopback
+        for the lab, or pass a :class:`~webrtclab.turn.TurnServer` or a
+        :class:`~webrtclab.auth.TurnConfig`.  The signaling server hands its
+        credentials to web clients too.
+    :param relay_only: peers gather relay candidates only (needs ``turn``).
+    :param turn_link: emulated conditions between each peer and the TURN server
+        (needs the network emulator).
     """
 
     def __init__(
@@ -53,7 +70,14 @@ class Lab:
         link: LinkConditions | None = None,
         network: Network | None = None,
         seed: int = 0,
+        turn: TurnServer | TurnConfig | bool | None = None,
+        relay_only: bool = False,
+        turn_link: LinkConditions | None = None,
     ) -> None:
+        if relay_only and not turn:
+            raise ConfigurationError("relay_only needs a TURN server: pass turn=True")
+        if turn_link is not None and (not turn or (network is None and link is None)):
+            raise ConfigurationError("turn_link needs turn= and the network emulator (link=)")
         self.room = room
         self.clock = LabClock()
         self.events = EventLog(self.clock)
@@ -70,6 +94,12 @@ class Lab:
             # One time base for stats, events and link logs.
             network.clock = self.clock
             self.server.dispatcher.rewrite = network.rewrite
+        self._own_turn = turn is True
+        self.turn: TurnServer | TurnConfig | None = (
+            TurnServer() if turn is True else (turn or None)
+        )
+        self.relay_only = relay_only
+        self.turn_link = turn_link
         self.sampler = StatsSampler(
             lambda: self.peers.values(),
             interval=stats_interval,
@@ -90,12 +120,51 @@ class Lab:
             raise ConfigurationError("cannot start a lab that was closed")
         if self._started:
             return
+        if isinstance(self.turn, TurnServer):
+            await self.turn.start()
         if self._own_server:
             await self.server.start()
+        if self.turn is not None and self.server.turn is None:
+            self.server.turn = self.turn_config
         if self.network is not None:
             self.network.start()
         self.sampler.start()
         self._started = True
+
+    @property
+    def turn_config(self) -> TurnConfig | None:
+        """URIs and secrets of the lab's TURN server (None without one)."""
+        if isinstance(self.turn, TurnServer):
+            return self.turn.config
+        return self.turn
+
+    def _ice_servers(self, user_id: str) -> list[RTCIceServer]:
+        config = self.turn_config
+        if config is None:
+            return []
+        credentials = config.credentials(user_id)
+        uris = list(credentials.uris)
+        if self.network is not None and isinstance(self.turn, TurnServer):
+            # The peer reaches coturn through the emulator (the turn_link).
+            host, port = self.network.front(
+                user_id, TURN_NODE, self.turn.address, self.turn_link
+            )
+            uris = [f"turn:{host}:{port}?transport=udp"]
+        return [RTCIceServer(uris, credentials.username, credentials.credential)]
+
+    def invite(self, user_id: str, *, ttl_s: float | None = None) -> str:
+        """The web client's URL for ``user_id`` in the lab's room, with a join token if needed."""
+        query = {"room": self.room, "user": user_id}
+        if self.server.authority is not None:
+            query["token"] = self.server.issue_token(user_id, room=self.room, ttl_s=ttl_s)
+        elif self.server.token is not None:
+            query["token"] = self.server.token
+        return f"{self.server.http_url}/?{urlencode(query)}"
+
+    def _join_token(self, user_id: str) -> str | None:
+        if self.server.authority is not None:
+            return self.server.issue_token(user_id, room=self.room)
+        return self.server.token
 
     async def add_peer(
         self,
@@ -109,11 +178,16 @@ class Lab:
         await self.start()
         if user_id in self.peers:
             raise ConfigurationError(f'the lab already has a peer "{user_id}"')
+        if self.turn is not None and user_id == TURN_NODE:
+            raise ConfigurationError(f'"{TURN_NODE}" names the TURN server in this lab\'s links')
         options.setdefault("host_addresses", self.host_addresses)
+        if self.turn is not None:
+            options.setdefault("ice_servers", self._ice_servers(user_id))
+            options.setdefault("relay_only", self.relay_only)
         peer = Peer(user_id, media=media, echo_chat=echo_chat, events=self.events, **options)
         self.peers[user_id] = peer
         try:
-            await peer.join(self.server.url, self.room, token=self.server.token)
+            await peer.join(self.server.url, self.room, token=self._join_token(user_id))
         except BaseException:
             del self.peers[user_id]
             await peer.close()
@@ -178,6 +252,11 @@ class Lab:
         if self._own_server:
             try:
                 await self.server.close()
+            except Exception as exc:  # gathered: close the rest before reporting
+                errors.append(exc)
+        if self._own_turn and isinstance(self.turn, TurnServer):
+            try:
+                await self.turn.close()
             except Exception as exc:  # gathered: close the rest before reporting
                 errors.append(exc)
         for error in errors:

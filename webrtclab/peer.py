@@ -31,6 +31,7 @@ from aiortc import (
     RTCDataChannel,
     RTCIceCandidate,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -131,7 +132,14 @@ class PeerSession:
         self.remote = remote
         self.initiator = initiator
         self.created_s = peer.events.clock.now()
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(peer.ice_servers)))
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=list(peer.ice_servers),
+                iceTransportPolicy=(
+                    RTCIceTransportPolicy.RELAY if peer.relay_only else RTCIceTransportPolicy.ALL
+                ),
+            )
+        )
         self.chat: RTCDataChannel | None = None
         self.cursors: RTCDataChannel | None = None
         self.counters: dict[tuple[str, str], MediaCounter] = {
@@ -451,6 +459,11 @@ class PeerSession:
         self.connected.clear()
 
 
+def _is_turn(server: RTCIceServer) -> bool:
+    urls = [server.urls] if isinstance(server.urls, str) else server.urls
+    return any(url.startswith(("turn:", "turns:")) for url in urls)
+
+
 def _nominated_pair(dtls: Any) -> tuple[str, str, str, str] | None:
     try:
         connection = dtls.transport._connection
@@ -476,6 +489,8 @@ class Peer(AsyncIOEventEmitter):
     :param host_addresses: addresses ICE gathers on; loopback by default, ``None``
         for the real interfaces.
     :param ice_servers: STUN/TURN servers; empty by default so nothing leaves the host.
+    :param relay_only: gather relay (TURN) candidates only, so every path goes
+        through the TURN server (``iceTransportPolicy: "relay"``).
     :param echo_chat: send every received chat message back to its sender (bots).
     """
 
@@ -486,6 +501,7 @@ class Peer(AsyncIOEventEmitter):
         media: MediaSpec | None = None,
         host_addresses: tuple[str, ...] | None = LOOPBACK,
         ice_servers: Iterable[RTCIceServer] = (),
+        relay_only: bool = False,
         echo_chat: bool = False,
         events: EventLog | None = None,
         close_timeout: float = 5.0,
@@ -499,6 +515,11 @@ class Peer(AsyncIOEventEmitter):
         self.media = media or MediaSpec()
         self.host_addresses = host_addresses
         self.ice_servers = list(ice_servers)
+        if relay_only and not any(_is_turn(server) for server in self.ice_servers):
+            raise ConfigurationError(
+                f'peer "{user_id}" cannot be relay-only without a TURN server in ice_servers'
+            )
+        self.relay_only = relay_only
         self.echo_chat = echo_chat
         self.events = events or EventLog()
         self.close_timeout = close_timeout

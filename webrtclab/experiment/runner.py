@@ -12,7 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .._tasks import cancel_and_wait
-from ..lab import Lab
+from ..lab import TURN_NODE, Lab
 from ..netem.conditions import LinkConditions
 from ..netem.relay import Network
 from ..quality import QualityMonitor
@@ -27,11 +27,16 @@ logger = logging.getLogger(__name__)
 
 def _network(scenario: Scenario) -> Network | None:
     """One relay for the scenario's links: [link] for every pair, a = earlier peer."""
-    if scenario.link is None and not scenario.schedules:
+    turn_link = scenario.turn.link if scenario.turn is not None else None
+    if scenario.link is None and not scenario.schedules and turn_link is None:
         return None
     a_to_b, b_to_a = scenario.link or (LinkConditions(), LinkConditions())
     network = Network(a_to_b, seed=scenario.seed)
     names = scenario.peer_names
+    if turn_link is not None:
+        for name in names:
+            network.set_conditions(name, TURN_NODE, turn_link[0])
+            network.set_conditions(TURN_NODE, name, turn_link[1])
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             network.set_conditions(a, b, a_to_b)
@@ -68,7 +73,13 @@ async def run_scenario(
     the run ended.
     """
     writer = ResultWriter(out, scenario.data, seed=scenario.seed, overwrite=overwrite)
-    lab = Lab(stats_interval=scenario.stats_interval_s, network=_network(scenario))
+    turn = scenario.turn
+    lab = Lab(
+        stats_interval=scenario.stats_interval_s,
+        network=_network(scenario),
+        turn=turn is not None,
+        relay_only=turn is not None and turn.relay_only,
+    )
     lab.sampler.on_link_rows = lambda rows: writer.append("links", rows)
     lab.events.listeners.append(lambda record: writer.append("events", [record]))
     quality = QualityMonitor(

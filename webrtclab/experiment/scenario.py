@@ -40,6 +40,11 @@ Example ``call.toml``::
     [traffic]
     chat_interval_s = 1.0
     cursor_rate_hz = 20
+
+    [turn]                    # a coturn on loopback, started for the run
+    relay_only = true         # every path through the relay
+    [turn.link]               # each peer <-> TURN server (same keys as [link])
+    delay_ms = 20
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from ..media import MediaSpec
 from ..netem.conditions import LinkConditions, Schedule, link_from_mapping, parse_schedule
 from ..signaling.messages import MAX_ID_LENGTH
 
-__all__ = ["PeerSpec", "Scenario", "load_scenario"]
+__all__ = ["PeerSpec", "Scenario", "TurnSpec", "load_scenario"]
 
 _TOP_KEYS = {
     "name",
@@ -70,12 +75,14 @@ _TOP_KEYS = {
     "record",
     "traffic",
     "quality",
+    "turn",
 }
 _PEER_KEYS = {"name", "video", "audio", "width", "height", "fps"}
 _SWITCH_KEYS = {"at_s", "peer", "source"}
 _RECORD_KEYS = {"peer", "remote", "format"}
 _TRAFFIC_KEYS = {"chat_interval_s", "cursor_rate_hz"}
 _QUALITY_KEYS = {"psnr_every", "freeze_ms"}
+_TURN_KEYS = {"enabled", "relay_only", "link"}
 _SCHEDULE_DIRECTIONS = ("both", "a_to_b", "b_to_a")
 DEFAULT_PEERS: tuple[dict[str, Any], ...] = ({"name": "alice"}, {"name": "bob"})
 
@@ -103,6 +110,15 @@ class Record:
 
 
 @dataclass(frozen=True)
+class TurnSpec:
+    """The run's TURN server: relay-only or not, and the peer <-> TURN link."""
+
+    relay_only: bool = False
+    # (peer -> TURN, TURN -> peer), or None for an unimpaired path.
+    link: tuple[LinkConditions, LinkConditions] | None = None
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A validated experiment description; build it with :meth:`from_mapping` or TOML.
 
@@ -124,6 +140,7 @@ class Scenario:
     cursor_rate_hz: float | None
     psnr_every: int
     freeze_ms: float | None
+    turn: TurnSpec | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Scenario:
@@ -179,6 +196,10 @@ class Scenario:
         freeze = quality.get("freeze_ms")
         if freeze is not None:
             freeze = _number(freeze, "quality.freeze_ms", 1.0, 60000.0)
+        turn = _turn(data.get("turn"))
+        if turn is not None and "turn" in names:
+            # The emulator names the TURN server "turn" (webrtclab.lab.TURN_NODE).
+            raise ConfigurationError('a peer cannot be named "turn" in a scenario with [turn]')
         return cls(
             data=data,
             name=name,
@@ -194,6 +215,7 @@ class Scenario:
             cursor_rate_hz=cursor,
             psnr_every=psnr_every,
             freeze_ms=freeze,
+            turn=turn,
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Scenario:
@@ -237,6 +259,25 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 # --- validation helpers ---------------------------------------------------------------------
+
+
+def _turn(table: Any) -> TurnSpec | None:
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(f"turn must be a table, got {table!r}")
+    _check_keys(table, _TURN_KEYS, "turn")
+    for key in ("enabled", "relay_only"):
+        if not isinstance(table.get(key, True), bool):
+            raise ConfigurationError(f"turn.{key} must be true or false, got {table[key]!r}")
+    if not table.get("enabled", True):
+        return None
+    link = None
+    if "link" in table:
+        if not isinstance(table["link"], Mapping):
+            raise ConfigurationError(f"turn.link must be a table, got {table['link']!r}")
+        link = link_from_mapping(table["link"])
+    return TurnSpec(relay_only=table.get("relay_only", False), link=link)
 
 
 def _check_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:

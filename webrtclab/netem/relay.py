@@ -285,6 +285,25 @@ class Network:
         else:
             self._loop.call_soon_threadsafe(fn, *args)
 
+    def front(
+        self, user: str, node: str, real: Address, conditions: LinkConditions | None = None
+    ) -> Address:
+        """The address ``user`` should use to reach a server (e.g. TURN) at ``real``.
+
+        Packets between them go through the ``user`` <-> ``node`` link (unimpaired
+        unless ``conditions`` or :meth:`set_conditions` say otherwise: the default
+        conditions are for links between peers).
+        """
+        if not is_loopback(real[0]):
+            raise ConfigurationError(f"{node} must be on loopback, got {real[0]!r}")
+        for key in ((user, node), (node, user)):
+            if conditions is not None or key not in self._overrides:
+                self._overrides[key] = conditions or LinkConditions()
+        pair = self._pair(user, node)
+        if pair is None:
+            return real
+        return self._proxy(pair, node, real).address
+
     # --- pairs and candidates ------------------------------------------------------------
 
     def _pair(self, a: str, b: str) -> _Pair | None:

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 Relayed = m.RelayedOffer | m.RelayedAnswer | m.RelayedIceCandidate
 # (sender, receiver, message) -> the message to deliver, or None to drop it.
 Rewrite = Callable[[str, str, Relayed], Relayed | None]
+# (member, room id, user id) -> None, or raises ProtocolError to refuse the join.
+Admit = Callable[["Member", str, str], None]
 
 
 class Member(Protocol):
@@ -46,6 +48,8 @@ class Dispatcher:
             raise ValueError(f"max_room_size must be at least 1, got {max_room_size}")
         self.max_room_size = max_room_size
         self.rewrite: Rewrite | None = None
+        # The server's access check (join tokens): runs before any state changes.
+        self.admit: Admit | None = None
         self._users: dict[str, Member] = {}
         self._rooms: dict[str, dict[str, Member]] = {}
 
@@ -142,6 +146,8 @@ class Dispatcher:
                 f'cannot join room "{room_id}" as "{user_id}": this connection is already '
                 f'in room "{member.room_id}" as "{member.user_id}"',
             )
+        if self.admit is not None:
+            self.admit(member, room_id, user_id)
         if user_id in self._users:
             raise ProtocolError(
                 "user-id-taken",

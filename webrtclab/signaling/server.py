@@ -9,14 +9,15 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from aiohttp import web_ws as _web_ws
 
+from ..auth import AuthError, Identity, TokenAuthority, TurnConfig
 from ..exceptions import ConfigurationError, ProtocolError
-from .rooms import Dispatcher
+from .rooms import Dispatcher, Member
 
 __all__ = ["SignalingServer"]
 
@@ -127,6 +128,7 @@ class _Client:
         "rate",
         "burst",
         "blocked",
+        "identity",
     )
 
     def __init__(
@@ -137,7 +139,10 @@ class _Client:
         max_queue: int,
         rate: float,
         burst: float,
+        identity: Identity | None = None,
     ):
+        # What the join token proved (None: no token, or the static token).
+        self.identity = identity
         self.user_id: str | None = None
         self.room_id: str | None = None
         self.ws = ws
@@ -236,7 +241,15 @@ class SignalingServer:
 
     :param host: address to bind; loopback by default.
     :param port: port to bind; 0 picks a free one.
-    :param token: when set, clients must present it (``?token=`` or a bearer header).
+    :param token: a shared static token; when set, clients must present it or a
+        join token (``?token=`` or a bearer header).  It allows any user id.
+    :param join_secret: when set, clients must present a join token signed with it
+        (or the static token); the token binds the user id and room they may join.
+        See :class:`webrtclab.auth.TokenAuthority`.
+    :param allowed_origins: browser origins (``http://host:port``) whose pages may
+        connect; the server's own origin always may.  None allows every origin.
+    :param turn: TURN servers and secrets; enables ``GET /api/turn-credentials``
+        for holders of a join token.
     :param max_message_bytes: larger messages close the socket with code 1009.
     :param heartbeat_s: ping interval; a client that misses a pong is dropped.
     :param max_room_size: joins beyond this are refused with ``room-full``.
@@ -250,6 +263,9 @@ class SignalingServer:
         port: int = 0,
         *,
         token: str | None = None,
+        join_secret: str | bytes | None = None,
+        allowed_origins: Sequence[str] | None = None,
+        turn: TurnConfig | None = None,
         max_message_bytes: int = 256 * 1024,
         heartbeat_s: float = 10.0,
         max_room_size: int = 32,
@@ -273,16 +289,36 @@ class SignalingServer:
             raise ConfigurationError(f"burst must be >= 1 when rate is set, got {burst}")
         if token is not None and not token:
             raise ConfigurationError("token must be a non-empty string or None")
+        if isinstance(allowed_origins, str):
+            raise ConfigurationError(
+                f"allowed_origins must be a list of origins, not the string {allowed_origins!r}"
+            )
+        if allowed_origins is not None:
+            for origin in allowed_origins:
+                if not isinstance(origin, str) or not origin.startswith(("http://", "https://")):
+                    raise ConfigurationError(
+                        f'an allowed origin looks like "http://host:port", got {origin!r}'
+                    )
+        if turn is not None and not isinstance(turn, TurnConfig):
+            raise ConfigurationError(f"turn must be a TurnConfig, got {type(turn).__name__}")
         self.host, self.port = host, port
         self.token = token
+        self.authority = TokenAuthority(join_secret) if join_secret is not None else None
+        self.allowed_origins = (
+            None if allowed_origins is None else frozenset(o.rstrip("/") for o in allowed_origins)
+        )
+        self.turn = turn
         self.max_message_bytes = max_message_bytes
         self.heartbeat_s = heartbeat_s
         self.max_queue = max_queue
         self.rate, self.burst = rate, burst
         self.dispatcher = Dispatcher(max_room_size=max_room_size)
+        if self.authority is not None:
+            self.dispatcher.admit = _admit
         self.app = web.Application()
         self.app.router.add_get("/signal", self._handle_signal)
         self.app.router.add_get("/healthz", self._handle_health)
+        self.app.router.add_get("/api/turn-credentials", self._handle_turn_credentials)
         self._runner: web.AppRunner | None = None
         self._clients: set[_Client] = set()
         self._closed = False
@@ -353,14 +389,63 @@ class SignalingServer:
 
     # --- handlers -------------------------------------------------------------------
 
-    def _authorized(self, request: web.Request) -> bool:
-        if self.token is None:
-            return True
-        presented = request.query.get("token", "")
+    def issue_token(
+        self, user_id: str, *, room: str | None = None, ttl_s: float | None = None
+    ) -> str:
+        """A join token for ``user_id`` (requires ``join_secret``)."""
+        if self.authority is None:
+            raise ConfigurationError("cannot issue join tokens: the server has no join_secret")
+        return self.authority.issue(user_id, room=room, ttl_s=ttl_s)
+
+    def _check_origin(self, request: web.Request) -> None:
+        # Browsers always send Origin on WebSocket upgrades and cross-origin fetches;
+        # other clients (aiortc peers, scripts) send none and are not at risk of
+        # cross-site WebSocket hijacking.
+        origin = request.headers.get("Origin")
+        if self.allowed_origins is None or origin is None:
+            return
+        own = f"{request.scheme}://{request.host}"
+        if origin != own and origin not in self.allowed_origins:
+            raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed\n")
+
+    def _authenticate(self, request: web.Request, *, query: bool) -> Identity | None:
+        """The caller's identity; raises 401 when the server requires one it lacks.
+
+        Returns None for open servers and for the static token (any user id).
+        """
+        presented = request.query.get("token", "") if query else ""
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             presented = auth[len("Bearer ") :]
-        return hmac.compare_digest(presented.encode(), self.token.encode())
+        if self.token is None and self.authority is None:
+            return None
+        if self.token is not None and hmac.compare_digest(
+            presented.encode(), self.token.encode()
+        ):
+            return None
+        if self.authority is None:
+            raise _unauthorized("missing-token" if not presented else "invalid-token")
+        try:
+            return self.authority.verify(presented)
+        except AuthError as exc:
+            raise _unauthorized(exc.code) from None
+
+    async def _handle_turn_credentials(self, request: web.Request) -> web.Response:
+        self._check_origin(request)
+        if self.turn is None:
+            raise web.HTTPNotFound(
+                text='{"error": "turn-not-configured"}', content_type="application/json"
+            )
+        if self.authority is None:
+            # Credentials are handed out per authenticated user only.
+            raise _unauthorized("join-tokens-not-configured")
+        if not request.headers.get("Authorization", "").startswith("Bearer "):
+            raise _unauthorized("missing-token")
+        identity = self._authenticate(request, query=False)
+        if identity is None:  # the static token names no user
+            raise _unauthorized("user-token-required")
+        credentials = self.turn.credentials(identity.user_id)
+        return web.json_response(credentials.to_json(), headers={"Cache-Control": "no-store"})
 
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -368,15 +453,18 @@ class SignalingServer:
         )
 
     async def _handle_signal(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request):
-            raise web.HTTPUnauthorized(text="a valid token is required\n")
+        self._check_origin(request)
+        # Browsers cannot set headers on WebSockets: the token may come as ?token=.
+        identity = self._authenticate(request, query=True)
         # compress=False: no permessage-deflate, so no decompression bombs.
         ws = _SignalSocket(
             max_msg_size=self.max_message_bytes, heartbeat=self.heartbeat_s, compress=False
         )
         await ws.prepare(request)
         dispatcher = self.dispatcher
-        client = _Client(ws, request.transport, dispatcher, self.max_queue, self.rate, self.burst)
+        client = _Client(
+            ws, request.transport, dispatcher, self.max_queue, self.rate, self.burst, identity
+        )
         client.writer = asyncio.create_task(client.write_loop())
         self._clients.add(client)
         queue = ws.inline_queue
@@ -411,6 +499,33 @@ class SignalingServer:
             except Exception:  # the socket died under the writer: nothing left to do
                 pass
         return ws
+
+
+def _unauthorized(code: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text=f'{{"error": "{code}"}}',
+        content_type="application/json",
+        headers={"WWW-Authenticate": f'Bearer error="{code}"'},
+    )
+
+
+def _admit(member: Member, room_id: str, user_id: str) -> None:
+    """Join tokens bind the user id and room a socket may join."""
+    identity: Identity | None = getattr(member, "identity", None)
+    if identity is None:  # the static token: any user id
+        return
+    if identity.user_id != user_id:
+        raise ProtocolError(
+            "forbidden",
+            f'cannot join room "{room_id}" as "{user_id}": '
+            f'the join token was issued to "{identity.user_id}"',
+        )
+    if identity.room is not None and identity.room != room_id:
+        raise ProtocolError(
+            "forbidden",
+            f'cannot join room "{room_id}" as "{user_id}": '
+            f'the join token is for room "{identity.room}"',
+        )
 
 
 def _url_host(host: str) -> str:
