@@ -22,7 +22,7 @@ import pytest_asyncio
 from aioice import ice, stun
 from aioice.turn import create_turn_endpoint
 
-from webrtclab import ConfigurationError, Lab, MediaSpec
+from webrtclab import ConfigurationError, Lab, MediaSpec, SignalingError
 from webrtclab.auth import turn_credentials
 from webrtclab.experiment import load_scenario, run_scenario
 from webrtclab.experiment.results import load
@@ -66,7 +66,7 @@ async def allocate(server: TurnServer, username: str, password: str) -> tuple[st
         _Sink, server_addr=server.address, username=username, password=password
     )
     try:
-        return transport.get_extra_info("sockname")  # type: ignore[no-any-return]
+        return transport.get_extra_info("sockname")
     finally:
         transport.close()
 
@@ -292,3 +292,56 @@ async def test_turn_server_secret_stays_out_of_logs_and_argv(
         assert all(SECRET not in line for line in server.log_tail(200))
     assert SECRET not in caplog.text
     assert SECRET not in repr(server)
+
+
+# --- the command line: a class server with TURN, and relay-only bots ------------------------------
+
+
+async def test_cli_serves_turn_to_invited_bots(monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_cli import read_line, spawn, stop
+
+    from webrtclab.auth import TokenAuthority
+    from webrtclab.cli import _ice_servers
+    from webrtclab.peer import Peer
+
+    monkeypatch.setenv("WEBRTCLAB_JOIN_SECRET", SECRET)
+    authority = TokenAuthority(SECRET)
+    async with spawn("serve", "--port", "0", "--turn", "--invite", "alice") as server:
+        signal_url = (await read_line(server)).rsplit(" ", 1)[1]
+        assert (await read_line(server)).startswith("web client on http://127.0.0.1:")
+        assert (await read_line(server)).startswith("TURN on turn:127.0.0.1:")
+        invite = await read_line(server)
+        assert invite.startswith("invite alice: http://127.0.0.1:") and "token=" in invite
+        bot_token = authority.issue("bot", room="lab")
+        async with spawn(
+            "peer",
+            "--signal",
+            signal_url,
+            "--room",
+            "lab",
+            "--user",
+            "bot",
+            "--token",
+            bot_token,
+            "--relay-only",
+            "--size",
+            "160x120",
+        ) as bot:
+            assert "joined room" in await read_line(bot)
+            token = authority.issue("me", room="lab")
+            ice_servers = await _ice_servers(signal_url, token)
+            assert [s.urls for s in ice_servers] == [[ice_servers[0].urls[0]]]
+            async with Peer("me", media=SMALL, ice_servers=ice_servers, relay_only=True) as me:
+                await me.join(signal_url, "lab", token=token)
+                (session,) = await me.wait_connected(1)
+                path = session.selected_path()
+                assert path is not None and (path[0], path[2]) == ("relay", "relay")
+                counter = session.counters[("recv", "video")]
+                await wait_until(lambda: counter.frames >= 5)
+            # Another user's token does not let "mallory" in.
+            async with Peer("mallory", media=SMALL) as mallory:
+                with pytest.raises(SignalingError, match='issued to "me"'):
+                    await mallory.join(signal_url, "lab", token=token)
+            await stop(bot)
+        code, _, err = await stop(server)
+        assert code == 0, err

@@ -8,14 +8,19 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
-from .exceptions import WebrtcLabError
+from .exceptions import ConfigurationError, WebrtcLabError
 from .loopback import LOOPBACK
 from .media import MediaSpec
+
+if TYPE_CHECKING:
+    from aiortc import RTCIceServer
 
 __all__ = ["main"]
 
@@ -40,12 +45,32 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
     serve.add_argument("--token", default=None, help="require this token from clients")
     serve.add_argument("--max-room-size", type=int, default=32)
+    serve.add_argument(
+        "--turn",
+        action="store_true",
+        help="start coturn on 127.0.0.1 and hand its credentials to token holders",
+    )
+    serve.add_argument(
+        "--origin",
+        action="append",
+        default=None,
+        help="allow pages from this origin (repeatable; default: any)",
+    )
+    serve.add_argument(
+        "--invite",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="print a web client URL with a join token for USER (repeatable)",
+    )
+    serve.add_argument("--room", default="lab", help="room of the --invite URLs")
 
     peer = sub.add_parser("peer", help="run a headless bot peer that echoes chat")
     peer.add_argument("--signal", required=True, help="signaling URL, ws://host:port/signal")
     peer.add_argument("--room", required=True)
     peer.add_argument("--user", required=True)
     peer.add_argument("--token", default=None)
+    peer.add_argument("--relay-only", action="store_true", help="use TURN relay candidates only")
     peer.add_argument("--size", type=_size, default=(320, 240), help="video size, e.g. 640x480")
     peer.add_argument("--fps", type=float, default=15.0)
     peer.add_argument("--media", default=None, help="a media file to send instead of synthetic")
@@ -88,15 +113,61 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    from .auth import TurnConfig
     from .signaling.server import SignalingServer
+    from .turn import TurnServer
 
+    # Secrets come from the environment, never from the command line (ps shows it).
+    join_secret = os.environ.get("WEBRTCLAB_JOIN_SECRET") or None
+    if args.invite and join_secret is None:
+        raise ConfigurationError("--invite needs WEBRTCLAB_JOIN_SECRET in the environment")
+    turn_server = TurnServer() if args.turn else None
     server = SignalingServer(
-        args.host, args.port, token=args.token, max_room_size=args.max_room_size
+        args.host,
+        args.port,
+        token=args.token,
+        max_room_size=args.max_room_size,
+        join_secret=join_secret,
+        allowed_origins=args.origin,
+        turn=TurnConfig.from_env(),
     )
     with _stop_on_signals() as stop:
-        async with server:
-            print(f"webrtclab signaling server on {server.url}", flush=True)  # noqa: T201
-            await _wait(stop)
+        try:
+            if turn_server is not None:
+                await turn_server.start()
+                server.turn = turn_server.config
+            async with server:
+                print(f"webrtclab signaling server on {server.url}", flush=True)  # noqa: T201
+                print(f"web client on {server.http_url}/", flush=True)  # noqa: T201
+                if server.turn is not None:
+                    print(f"TURN on {', '.join(server.turn.uris)}", flush=True)  # noqa: T201
+                for user in args.invite:
+                    token = server.issue_token(user, room=args.room)
+                    query = urlencode({"room": args.room, "user": user, "token": token})
+                    print(f"invite {user}: {server.http_url}/?{query}", flush=True)  # noqa: T201
+                await _wait(stop)
+        finally:
+            if turn_server is not None:
+                await turn_server.close()
+
+
+async def _ice_servers(signal_url: str, token: str | None) -> list[RTCIceServer]:
+    """TURN credentials from the server's endpoint when it hands them to this token."""
+    import aiohttp
+    from aiortc import RTCIceServer
+
+    if token is None:
+        return []
+    http_url = signal_url.replace("ws", "http", 1).rsplit("/", 1)[0]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{http_url}/api/turn-credentials", headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            if response.status != 200:  # no TURN there, or not for this token
+                logger.info("no TURN credentials from %s (HTTP %d)", http_url, response.status)
+                return []
+            body = await response.json()
+    return [RTCIceServer(**server) for server in body["iceServers"]]
 
 
 async def _peer(args: argparse.Namespace) -> None:
@@ -111,6 +182,8 @@ async def _peer(args: argparse.Namespace) -> None:
         media=spec,
         echo_chat=True,
         host_addresses=None if args.real_interfaces else LOOPBACK,
+        ice_servers=await _ice_servers(args.signal, args.token),
+        relay_only=args.relay_only,
     )
     peer.on(
         "connectionstatechange",
