@@ -15,6 +15,7 @@ BENCHMARKS = {
     "bench_signaling.py": {"quick": ["--quick"], "full": []},
     "bench_netem.py": {"quick": ["--quick"], "full": []},
     "bench_sweep.py": {"quick": ["--quick"], "full": []},
+    "bench_turn.py": {"quick": ["--runs", "2", "--seconds", "2"], "full": []},
 }
 
 
