@@ -310,3 +310,30 @@ async def test_secrets_never_reach_the_logs(
     await _get(http, server.http_url + "/api/turn-credentials", server.issue_token("alice"))
     await _get(http, server.http_url + "/api/turn-credentials", "garbage")
     assert SECRET not in caplog.text and OTHER_SECRET not in caplog.text
+
+
+# --- the lab with join tokens ----------------------------------------------------------------
+
+
+async def test_lab_peers_join_with_their_own_tokens() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from webrtclab import Lab, MediaSpec
+
+    async with Lab(server_options={"join_secret": SECRET}, room="class") as lab:
+        await lab.add_peer("alice", media=MediaSpec(width=64, height=48, video="none"))
+        assert lab.server.dispatcher.rooms() == {"class": ["alice"]}
+        url = urlsplit(lab.invite("bob", ttl_s=60))
+        assert url.path == "/" and f"{url.scheme}://{url.netloc}" == lab.server.http_url
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        assert (query["room"], query["user"]) == ("class", "bob")
+        assert lab.server.authority is not None
+        identity = lab.server.authority.verify(query["token"])
+        assert (identity.user_id, identity.room) == ("bob", "class")
+
+
+async def test_invite_without_tokens_has_none() -> None:
+    from webrtclab import Lab
+
+    async with Lab() as lab:
+        assert "token=" not in lab.invite("bob")
