@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from .media import SYNTHETIC_SOURCES, FramePacer, MediaSpec, open_media, synthet
 from .recording import Recorder
 from .sdp import filter_candidates, is_loopback, parse_candidate
 from .signaling import messages as m
-from .signaling.client import SignalingClient
+from .signaling.client import Backoff, SignalingClient
 
 __all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession", "watch_peers"]
 
@@ -59,6 +60,8 @@ CHAT_HIGH_WATER = 1024 * 1024
 CHAT_LOW_WATER = 256 * 1024
 # Candidates kept per remote that trickled before its offer (bounds a hostile flood).
 MAX_EARLY_CANDIDATES = 64
+# Wait after a session is lost before re-establishing it (see Peer._on_failed).
+LOST_SETTLE_S = 0.3
 
 FrameListener = Callable[["PeerSession", str, av.AudioFrame | av.VideoFrame], None]
 PeerCallback = Callable[
@@ -307,6 +310,7 @@ class PeerSession:
         elif state == "failed":
             self.failed.set()
         self.peer._changed.set()
+        self.peer._session_state(self, state)
         self.peer.emit("connectionstatechange", self.remote, state)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -456,12 +460,24 @@ class PeerSession:
                 await self.pc.close()
         except TimeoutError:
             logger.warning("%r: RTCPeerConnection.close() timed out after %.1f s", self, timeout)
+        # aiortc ends a received track only if its receiver was started (the connection
+        # got that far): a session closed while still connecting (a re-establishment
+        # during an outage) would leave our relay's reader waiting forever.
+        for track in self.received.values():
+            queue = getattr(track, "_queue", None)
+            if track.readyState == "live" and isinstance(queue, asyncio.Queue):
+                queue.put_nowait(None)
         self.connected.clear()
 
 
 def _is_turn(server: RTCIceServer) -> bool:
     urls = [server.urls] if isinstance(server.urls, str) else server.urls
     return any(url.startswith(("turn:", "turns:")) for url in urls)
+
+
+def _usable(session: PeerSession) -> bool:
+    """Negotiated (both descriptions set) and not failed or closed."""
+    return session.pc.remoteDescription is not None and session.state not in ("failed", "closed")
 
 
 def _nominated_pair(dtls: Any) -> tuple[str, str, str, str] | None:
@@ -492,6 +508,13 @@ class Peer(AsyncIOEventEmitter):
     :param relay_only: gather relay (TURN) candidates only, so every path goes
         through the TURN server (``iceTransportPolicy: "relay"``).
     :param echo_chat: send every received chat message back to its sender (bots).
+    :param reconnect: how to reconnect when the signaling socket closes (``None``: do
+        not); sessions that are still connected are kept across the reconnection.
+    :param reestablish: replace a session that goes ``failed`` (or is closed by the
+        other side) with a new RTCPeerConnection and a new offer (aiortc has no ICE
+        restart).  Of two peers that had a session, the one with the lower user id
+        makes the new offer, so that both do not; a first contact follows the seed
+        (the newcomer offers).
     """
 
     def __init__(
@@ -505,6 +528,8 @@ class Peer(AsyncIOEventEmitter):
         echo_chat: bool = False,
         events: EventLog | None = None,
         close_timeout: float = 5.0,
+        reconnect: Backoff | None = Backoff(),
+        reestablish: bool = True,
     ) -> None:
         super().__init__()
         if not user_id or len(user_id) > m.MAX_ID_LENGTH:
@@ -538,6 +563,23 @@ class Peer(AsyncIOEventEmitter):
         self._switching = asyncio.Lock()
         self._retiring: set[PeerSession] = set()
         self._closed = False
+        # Reconnection and re-establishment.
+        self.reconnect = reconnect
+        self.reestablish = reestablish
+        self.roster: set[str] = set()  # the room's other members, as signaling last told
+        self.reconnects = 0
+        self._join_args: tuple[str, str | None, float] | None = None  # url, token, timeout
+        self._refresh_token: Callable[[], str | None] | None = None
+        self._joined = False  # the signaling socket is open and in the room
+        # Remotes we had a session with that is gone (failed, closed by them, or
+        # retired on peer-left): a re-join of theirs or ours is not a first contact.
+        self._lost: set[str] = set()
+        self._attempts: dict[str, int] = {}  # re-offers since the last connected session
+        self._offer_timers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Serialises negotiation: the reader and scheduled re-offers both create sessions.
+        self._negotiation = asyncio.Lock()
+        self._rng = random.Random()
         for callback in list(_WATCHERS.get(self.events, ())):
             callback(self)
 
@@ -557,9 +599,18 @@ class Peer(AsyncIOEventEmitter):
     # --- room membership --------------------------------------------------------------
 
     async def join(
-        self, url: str, room_id: str, *, token: str | None = None, timeout: float = 10.0
+        self,
+        url: str,
+        room_id: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        refresh_token: Callable[[], str | None] | None = None,
     ) -> list[str]:
-        """Join ``room_id`` through the signaling server at ``url`` and offer to its members."""
+        """Join ``room_id`` through the signaling server at ``url`` and offer to its members.
+
+        ``refresh_token`` gives the token for each reconnection (default: ``token``).
+        """
         if self._closed:
             raise ConfigurationError(f"{self!r} is closed")
         if self.signaling is not None:
@@ -568,13 +619,21 @@ class Peer(AsyncIOEventEmitter):
         self.signaling = client
         existing = await client.join(room_id, self.user_id, timeout=timeout)
         self.room_id = room_id
+        self._join_args = (url, token, timeout)
+        self._refresh_token = refresh_token
+        self._joined = True
+        self.roster = set(existing)
         self.events.add(self.user_id, "", "joined", room_id)
         self._reader = asyncio.create_task(self._read_signaling(client))
-        for remote in existing:
-            await self._offer_to(remote)
+        async with self._negotiation:
+            for remote in existing:
+                await self._offer_to(remote)
         return existing
 
     async def _offer_to(self, remote: str) -> None:
+        old = self.sessions.get(remote)
+        if old is not None:
+            await self._retire(old)
         session = self._new_session(remote, initiator=True)
         offer = await session.create_offer()
         await self._send(m.Offer(to=remote, sdp=m.SessionDescription(type="offer", sdp=offer.sdp)))
@@ -594,12 +653,19 @@ class Peer(AsyncIOEventEmitter):
             try:
                 message = await client.recv()
             except SignalingError as exc:
-                if not self._closed:
-                    self.events.add(self.user_id, "", "signaling-closed", str(exc))
-                    logger.info("%r: %s", self, exc)
-                return
+                if self._closed:
+                    return
+                self._joined = False
+                self.events.add(self.user_id, "", "signaling-closed", str(exc))
+                logger.info("%r: %s", self, exc)
+                await client.close()
+                if self.reconnect is None:
+                    return
+                client = await self._reconnect(self.reconnect)
+                continue
             try:
-                await self._handle(message)
+                async with self._negotiation:
+                    await self._handle(message)
             except Exception as exc:
                 # A bad SDP or candidate from one remote must not stop the others.
                 logger.warning("%r: cannot handle %s: %s", self, type(message).__name__, exc)
@@ -610,9 +676,18 @@ class Peer(AsyncIOEventEmitter):
             if message.sdp is None:
                 return
             old = self.sessions.get(message.from_)
+            if old is not None and old.pc.signalingState == "have-local-offer":
+                # Both offered (re-establishment can cross a re-join): the lower user
+                # id keeps its offer, the other side answers it.
+                if self.user_id < message.from_:
+                    self.events.add(self.user_id, message.from_, "offer-collision", "kept ours")
+                    return
+                self.events.add(self.user_id, message.from_, "offer-collision", "took theirs")
             if old is not None:
                 # A new offer from a known peer means it restarted: start over.
                 await self._retire(old)
+            self._lost.discard(message.from_)
+            self._cancel_offer_timer(message.from_)
             session = self._new_session(message.from_, initiator=False)
             for candidate in self._early_candidates.pop(message.from_, []):
                 await session.add_remote_candidate(candidate)
@@ -622,8 +697,13 @@ class Peer(AsyncIOEventEmitter):
             )
         elif isinstance(message, m.RelayedAnswer):
             known = self.sessions.get(message.from_)
-            if known is not None and message.sdp is not None:
-                await known.accept_answer(message.sdp.sdp)
+            if known is None or message.sdp is None:
+                return
+            if known.pc.signalingState != "have-local-offer":
+                # An answer to an offer we replaced (a collision, a re-offer): stale.
+                self.events.add(self.user_id, message.from_, "stale-answer")
+                return
+            await known.accept_answer(message.sdp.sdp)
         elif isinstance(message, m.RelayedIceCandidate):
             known = self.sessions.get(message.from_)
             if known is not None:
@@ -634,13 +714,26 @@ class Peer(AsyncIOEventEmitter):
                 if len(early) < MAX_EARLY_CANDIDATES:
                     early.append(message.candidate)
         elif isinstance(message, m.PeerJoined):
-            self.events.add(self.user_id, message.peerId, "peer-joined")
-            self.emit("peer-joined", message.peerId)
+            remote = message.peerId
+            self.events.add(self.user_id, remote, "peer-joined")
+            self.roster.add(remote)
+            kept = self.sessions.get(remote)
+            if kept is not None and _usable(kept):
+                # Its signaling came back (a server restart); the media never left.
+                self.events.add(self.user_id, remote, "session-kept", kept.state)
+            elif self._known(remote) and self._offers_to(remote):
+                self._schedule_offer(remote, self._retry_delay(remote))
+            self.emit("peer-joined", remote)
         elif isinstance(message, m.PeerLeft):
             self.events.add(self.user_id, message.peerId, "peer-left")
+            self.roster.discard(message.peerId)
+            self._attempts.pop(message.peerId, None)
+            self._cancel_offer_timer(message.peerId)
             self._early_candidates.pop(message.peerId, None)
             gone = self.sessions.pop(message.peerId, None)
             if gone is not None:
+                if self.reestablish:
+                    self._lost.add(message.peerId)
                 await self._retire(gone)
             self._changed.set()
             self.emit("peer-left", message.peerId)
@@ -649,6 +742,151 @@ class Peer(AsyncIOEventEmitter):
                 self.user_id, "", "signaling-error", f"{message.code}: {message.message}"
             )
             logger.warning("%r: server error %s: %s", self, message.code, message.message)
+
+    # --- reconnection and re-establishment ---------------------------------------------
+
+    async def _reconnect(self, backoff: Backoff) -> SignalingClient:
+        """Connect and re-join until it works (the reader's task; cancelled by close)."""
+        assert self._join_args is not None and self.room_id is not None
+        url, token, timeout = self._join_args
+        attempt = 0
+        while True:
+            await asyncio.sleep(backoff.delay(attempt, self._rng))
+            attempt += 1
+            if self._refresh_token is not None:
+                token = self._refresh_token()
+            client = SignalingClient(url, token=token)
+            try:
+                existing = await client.join(self.room_id, self.user_id, timeout=timeout)
+            except (SignalingError, LabTimeoutError) as exc:
+                # Refused too (user-id-taken while the server still holds our old
+                # socket, room-full): all may pass, so keep trying.
+                await client.close()
+                self.events.add(self.user_id, "", "signaling-reconnect-failed", str(exc))
+                continue
+            except BaseException:
+                await client.close()
+                raise
+            self.signaling = client
+            self.reconnects += 1
+            self._joined = True
+            self.events.add(self.user_id, "", "signaling-reconnected", f"attempt {attempt}")
+            logger.info("%r: signaling reconnected after %d attempt(s)", self, attempt)
+            async with self._negotiation:
+                await self._rejoined(existing)
+            return client
+
+    async def _rejoined(self, existing: list[str]) -> None:
+        """Reconcile sessions with the roster after a re-join; connected ones are kept."""
+        self.roster = set(existing)
+        for remote in existing:
+            session = self.sessions.get(remote)
+            if session is not None and _usable(session):
+                self.events.add(self.user_id, remote, "session-kept", session.state)
+            elif self._known(remote) and not self._offers_to(remote):
+                self.events.add(self.user_id, remote, "reestablish", "waiting for an offer")
+            else:
+                # A first contact (the seed's newcomer offers), or ours to re-offer.
+                self._lost.discard(remote)
+                self._cancel_offer_timer(remote)
+                self.events.add(self.user_id, remote, "reestablish", "offer after re-join")
+                await self._offer_to(remote)
+
+    def _session_state(self, session: PeerSession, state: str) -> None:
+        if state == "connected":
+            self._attempts.pop(session.remote, None)
+            return
+        # aiortc reports an expired consent as "closed" as often as "failed" (the DTLS
+        # transport sees the ICE connection end first); a remote that closed its side
+        # also makes ours "closed".  Either way the session is dead unless we closed it.
+        lost = state == "failed" or (state == "closed" and not session._closed)
+        if (
+            lost
+            and self.reestablish
+            and not self._closed
+            and self.sessions.get(session.remote) is session
+        ):
+            self.events.add(self.user_id, session.remote, "connection-lost", state)
+            self._spawn(self._on_failed(session))
+
+    async def _on_failed(self, session: PeerSession) -> None:
+        remote = session.remote
+        # A remote that is leaving closes its connections right after its "leave":
+        # give the peer-left a moment to arrive, so that we do not offer to it.
+        await asyncio.sleep(LOST_SETTLE_S)
+        async with self._negotiation:
+            if self.sessions.get(remote) is not session:
+                return  # replaced meanwhile
+            del self.sessions[remote]
+            self._changed.set()
+            await self._retire(session)
+            self._lost.add(remote)
+            # The lower user id offers again, so that both do not.  Unlike "the side
+            # that offered first", both sides know this even when one has forgotten
+            # the session (it retired it on a peer-left, or its process restarted).
+            ours = self._offers_to(remote)
+            if ours:
+                self._schedule_offer(remote, self._retry_delay(remote))
+            self.events.add(
+                self.user_id,
+                remote,
+                "reestablish",
+                "will offer" if ours else "waiting for an offer",
+            )
+
+    def _offers_to(self, remote: str) -> bool:
+        """Whether a re-established session with ``remote`` is ours to offer."""
+        return self.user_id < remote
+
+    def _known(self, remote: str) -> bool:
+        """Whether we had a session with ``remote`` (so its join is not a first contact)."""
+        session = self.sessions.get(remote)
+        return remote in self._lost or (session is not None and not _usable(session))
+
+    def _retry_delay(self, remote: str) -> float:
+        attempt = self._attempts.get(remote, 0)
+        if attempt == 0 or self.reconnect is None:
+            return 0.0
+        return self.reconnect.delay(attempt - 1, self._rng)
+
+    def _schedule_offer(self, remote: str, delay: float) -> None:
+        self._cancel_offer_timer(remote)
+        task = asyncio.ensure_future(self._offer_later(remote, delay))
+        self._offer_timers[remote] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_offer_timer(self, remote: str) -> None:
+        task = self._offer_timers.pop(remote, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _offer_later(self, remote: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._negotiation:
+            if self._offer_timers.get(remote) is asyncio.current_task():
+                del self._offer_timers[remote]
+            if (
+                self._closed
+                or not self._joined
+                or remote not in self.roster
+                or not self._known(remote)
+            ):
+                return  # a re-join or peer-joined will try again
+            attempt = self._attempts[remote] = self._attempts.get(remote, 0) + 1
+            self.events.add(self.user_id, remote, "reestablish", f"offer (attempt {attempt})")
+            self._lost.discard(remote)
+            try:
+                await self._offer_to(remote)
+            except SignalingError as exc:
+                # The socket went away meanwhile: the re-join offers.
+                self._lost.add(remote)
+                logger.info("%r: re-offer to %r failed: %s", self, remote, exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _retire(self, session: PeerSession) -> None:
         # Tracked until closed: close() awaits it if it cancels us half-way.
@@ -830,12 +1068,16 @@ class Peer(AsyncIOEventEmitter):
         for error in results:
             if isinstance(error, BaseException):
                 logger.warning("%r: error while stopping a recorder: %r", self, error)
+        # The reader first: it may be reconnecting, which would replace self.signaling.
+        await cancel_and_wait(self._reader)
+        await cancel_and_wait(*self._tasks)
+        self._offer_timers.clear()
         if self.signaling is not None:
             with contextlib.suppress(SignalingError, ConnectionError):
                 if self.room_id is not None and not self.signaling.closed:
                     await self.signaling.send(m.Leave(roomId=self.room_id))
             await self.signaling.close()
-        await cancel_and_wait(self._reader)
+        self._joined = False
         sessions = [*self.sessions.values(), *self._retiring]
         self.sessions, self._retiring = {}, set()
         await asyncio.gather(*(s.close(self.close_timeout) for s in sessions))

@@ -197,9 +197,7 @@ class TurnServer:
     async def _wait_ready(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
-        request = stun.Message(
-            message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST
-        )
+        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
         answered = loop.create_future()
 
         class Probe(asyncio.DatagramProtocol):

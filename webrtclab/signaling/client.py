@@ -4,17 +4,62 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
+from dataclasses import dataclass
 from typing import Self
 
 import aiohttp
 import msgspec
 
-from ..exceptions import LabTimeoutError, ProtocolError, SignalingError
+from ..exceptions import ConfigurationError, LabTimeoutError, ProtocolError, SignalingError
 from . import messages as m
 
-__all__ = ["SignalingClient"]
+__all__ = ["Backoff", "SignalingClient"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter, for reconnecting to the signaling server.
+
+    Attempt ``n`` (from 0) waits ``min(max_s, initial_s * factor**n)``, of which a
+    random ``jitter`` fraction is taken off, so that peers cut off by the same
+    server restart do not all come back in the same instant.
+
+    :param initial_s: the wait before the first attempt.
+    :param max_s: the cap on any wait.
+    :param factor: growth per failed attempt (>= 1).
+    :param jitter: 0 (none) to 1 (anything from 0 to the full wait).
+    """
+
+    initial_s: float = 0.5
+    max_s: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        # "not x >= 0" also refuses NaN.
+        if not (0 <= self.initial_s and math.isfinite(self.initial_s)):
+            raise ConfigurationError(f"initial_s must be finite and >= 0, got {self.initial_s}")
+        if not (self.initial_s <= self.max_s and math.isfinite(self.max_s)):
+            raise ConfigurationError(
+                f"max_s must be finite and >= initial_s ({self.initial_s}), got {self.max_s}"
+            )
+        if not (1 <= self.factor and math.isfinite(self.factor)):
+            raise ConfigurationError(f"factor must be finite and >= 1, got {self.factor}")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigurationError(f"jitter must be in 0-1, got {self.jitter}")
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before attempt ``attempt`` (0 for the first)."""
+        if attempt < 0:
+            raise ConfigurationError(f"attempt must be >= 0, got {attempt}")
+        # Capped before the power can overflow a float.
+        steps = min(attempt, 64)
+        base = min(self.max_s, self.initial_s * self.factor**steps)
+        return base * (1 - self.jitter * (rng or random).random())
 
 
 class SignalingClient:

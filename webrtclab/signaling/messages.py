@@ -161,6 +161,8 @@ def decode_client_message(data: bytes | str) -> ClientMessage:
             msgspec.json.decode(data)
         except msgspec.DecodeError as json_exc:
             raise ProtocolError("invalid-json", f"message is not valid JSON: {json_exc}") from None
+        except RecursionError:
+            raise _too_deep() from None
         if text.startswith("Invalid value") and text.endswith("`$.type`"):
             raise ProtocolError(
                 "unknown-type", f"{text}: the message type must be one of {_TYPES}"
@@ -170,6 +172,14 @@ def decode_client_message(data: bytes | str) -> ClientMessage:
         raise ProtocolError("invalid-json", f"message is not valid JSON: {exc}") from None
     except UnicodeEncodeError as exc:  # a str with lone surrogates is not UTF-8 text
         raise ProtocolError("invalid-json", f"message is not valid UTF-8: {exc}") from None
+    except RecursionError:
+        # msgspec recurses per nesting level (also to skip unknown fields): a message
+        # like [[[[...]]]] would otherwise escape as a RecursionError and kill the socket.
+        raise _too_deep() from None
+
+
+def _too_deep() -> ProtocolError:
+    return ProtocolError("invalid-message", "message is nested too deeply")
 
 
 def decode_server_message(data: bytes | str) -> ServerMessage:
@@ -178,3 +188,5 @@ def decode_server_message(data: bytes | str) -> ServerMessage:
         return _server_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError("invalid-message", f"unexpected server message: {exc}") from None
+    except RecursionError:
+        raise _too_deep() from None
