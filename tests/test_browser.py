@@ -30,11 +30,12 @@ import pytest_asyncio
 from aiohttp import web
 
 from webrtclab import SignalingServer
+from webrtclab.browser import CHROMIUM_PATH, Chromium
 from webrtclab.netem import LinkConditions
 from webrtclab.netem.relay import Network
 from webrtclab.sdp import is_loopback
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = CHROMIUM_PATH
 IN_CI = bool(os.environ.get("CI"))
 
 if not CHROMIUM.exists():
@@ -45,22 +46,10 @@ if not CHROMIUM.exists():
         )
     pytest.fail(f"CI: {CHROMIUM} is required by the browser test but is missing", pytrace=False)
 
-from playwright.async_api import Browser, Page, async_playwright  # noqa: E402
+from playwright.async_api import Browser, Page  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--allow-loopback-in-peer-connection",
-    "--disable-quic",
-]
 ROOM, BOT, USER = "r", "bot", "browser"
 BOT_SIZE = (320, 240)  # the bot's default --size
 WAIT_MS = 15_000  # upper bound for one browser-side condition
@@ -165,14 +154,10 @@ async def start_bot(url: str, tmp_path: Path) -> AsyncIterator[Bot]:
 
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    # The library's launcher: the same flags as lab browser peers (webrtclab.browser).
+    async with Chromium() as chromium:
+        assert chromium.browser is not None
+        yield chromium.browser
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pandas as pd
 from aiortc import RTCIceServer
 
 from .auth import TurnConfig
+from .browser import BrowserPeer, Chromium, raw_dataframe
 from .events import EventLog, LabClock
 from .exceptions import ConfigurationError, LabTimeoutError
 from .loopback import LOOPBACK
@@ -18,6 +19,7 @@ from .media import MediaSpec
 from .netem.conditions import LinkConditions
 from .netem.relay import Network
 from .peer import Peer
+from .signaling.client import Backoff
 from .signaling.server import SignalingServer
 from .stats import StatsSampler
 from .turn import TurnServer
@@ -57,6 +59,8 @@ class Lab:
     :param relay_only: peers gather relay candidates only (needs ``turn``).
     :param turn_link: emulated conditions between each peer and the TURN server
         (needs the network emulator).
+    :param reconnect: how peers reconnect when signaling goes away (``None``: they do
+        not); see :class:`~webrtclab.signaling.Backoff` and :meth:`restart_server`.
     """
 
     def __init__(
@@ -73,18 +77,25 @@ class Lab:
         turn: TurnServer | TurnConfig | bool | None = None,
         relay_only: bool = False,
         turn_link: LinkConditions | None = None,
+        reconnect: Backoff | None = Backoff(),
     ) -> None:
         if relay_only and not turn:
             raise ConfigurationError("relay_only needs a TURN server: pass turn=True")
         if turn_link is not None and (not turn or (network is None and link is None)):
             raise ConfigurationError("turn_link needs turn= and the network emulator (link=)")
         self.room = room
+        self.reconnect = reconnect
+        self._server_options = dict(server_options or {})
         self.clock = LabClock()
         self.events = EventLog(self.clock)
         self.host_addresses = host_addresses
         self._own_server = server is None
         self.server = server or SignalingServer(**(server_options or {}))
         self.peers: dict[str, Peer] = {}
+        # Chromium pages in the room (add_browser_peer); they share one browser.
+        self.browsers: dict[str, BrowserPeer] = {}
+        self._chromium: Chromium | None = None
+        self._chromium_lock = asyncio.Lock()
         if network is not None and link is not None:
             raise ConfigurationError("give either link= (conditions) or network=, not both")
         if network is None and link is not None:
@@ -95,9 +106,7 @@ class Lab:
             network.clock = self.clock
             self.server.dispatcher.rewrite = network.rewrite
         self._own_turn = turn is True
-        self.turn: TurnServer | TurnConfig | None = (
-            TurnServer() if turn is True else (turn or None)
-        )
+        self.turn: TurnServer | TurnConfig | None = TurnServer() if turn is True else (turn or None)
         self.relay_only = relay_only
         self.turn_link = turn_link
         self.sampler = StatsSampler(
@@ -105,6 +114,7 @@ class Lab:
             interval=stats_interval,
             clock=self.clock,
             network=network,
+            sources=lambda: self.browsers.values(),
         )
         self._started = False
         self._closed = False
@@ -146,9 +156,7 @@ class Lab:
         uris = list(credentials.uris)
         if self.network is not None and isinstance(self.turn, TurnServer):
             # The peer reaches coturn through the emulator (the turn_link).
-            host, port = self.network.front(
-                user_id, TURN_NODE, self.turn.address, self.turn_link
-            )
+            host, port = self.network.front(user_id, TURN_NODE, self.turn.address, self.turn_link)
             uris = [f"turn:{host}:{port}?transport=udp"]
         return [RTCIceServer(uris, credentials.username, credentials.credential)]
 
@@ -176,38 +184,133 @@ class Lab:
     ) -> Peer:
         """Create a peer and join it to the lab's room (it offers to those already there)."""
         await self.start()
-        if user_id in self.peers:
+        if user_id in self.peers or user_id in self.browsers:
             raise ConfigurationError(f'the lab already has a peer "{user_id}"')
         if self.turn is not None and user_id == TURN_NODE:
             raise ConfigurationError(f'"{TURN_NODE}" names the TURN server in this lab\'s links')
         options.setdefault("host_addresses", self.host_addresses)
+        options.setdefault("reconnect", self.reconnect)
         if self.turn is not None:
             options.setdefault("ice_servers", self._ice_servers(user_id))
             options.setdefault("relay_only", self.relay_only)
         peer = Peer(user_id, media=media, echo_chat=echo_chat, events=self.events, **options)
         self.peers[user_id] = peer
         try:
-            await peer.join(self.server.url, self.room, token=self._join_token(user_id))
+            await peer.join(
+                self.server.url,
+                self.room,
+                token=self._join_token(user_id),
+                # A fresh join token for each reconnection (they expire).
+                refresh_token=lambda: self._join_token(user_id),
+            )
         except BaseException:
             del self.peers[user_id]
             await peer.close()
             raise
         return peer
 
+    async def add_browser_peer(self, user_id: str, **options: Any) -> BrowserPeer:
+        """Open the lab's web client in headless Chromium and join the room as ``user_id``.
+
+        The page offers to everyone already in the room, like any newcomer.  Its
+        stats rows join :meth:`stats`, every libwebrtc metric :meth:`browser_stats`.
+        ``options`` go to :class:`~webrtclab.browser.BrowserPeer` (``width``,
+        ``height``, ``fps``, ``relay``, ``token``, ``chromium``...).  The lab's own
+        Chromium is launched on first use (each page gets its own context) and
+        closed with the lab.
+        """
+        await self.start()
+        if user_id in self.peers or user_id in self.browsers:
+            raise ConfigurationError(f'the lab already has a peer "{user_id}"')
+        if self.turn is not None and user_id == TURN_NODE:
+            raise ConfigurationError(f'"{TURN_NODE}" names the TURN server in this lab\'s links')
+        if self.turn is not None:
+            # The same TURN path as the lab's aiortc peers (through the emulator if any).
+            options.setdefault(
+                "ice_servers",
+                [
+                    {"urls": s.urls, "username": s.username, "credential": s.credential}
+                    for s in self._ice_servers(user_id)
+                ],
+            )
+            options.setdefault("relay", self.relay_only)
+        options.setdefault("token", self._join_token(user_id))
+        if options.get("chromium") is None:
+            options["chromium"] = await self._shared_chromium()
+        browser = BrowserPeer(
+            user_id,
+            self.server.http_url,
+            room=self.room,
+            clock=self.clock,
+            events=self.events,
+            **options,
+        )
+        self.browsers[user_id] = browser
+        try:
+            await browser.join()
+        except BaseException:
+            del self.browsers[user_id]
+            await browser.close()
+            raise
+        return browser
+
+    async def _shared_chromium(self) -> Chromium:
+        async with self._chromium_lock:
+            if self._closed:
+                raise ConfigurationError("cannot add a browser peer to a lab that was closed")
+            if self._chromium is None:
+                chromium = Chromium()
+                await chromium.start()
+                self._chromium = chromium
+            return self._chromium
+
     async def remove_peer(self, user_id: str) -> None:
         """Close one peer (the others see peer-left)."""
+        browser = self.browsers.pop(user_id, None)
+        if browser is not None:
+            await browser.close()
+            return
         peer = self.peers.pop(user_id, None)
         if peer is None:
             raise ConfigurationError(f'the lab has no peer "{user_id}"')
         await peer.close()
 
+    async def restart_server(self, down_s: float = 0.0) -> SignalingServer:
+        """Close the signaling server and start a new one on the same port and settings.
+
+        Calls go on (media does not pass through signaling); peers notice the closed
+        socket, reconnect with backoff and re-join, keeping their connected sessions.
+        ``down_s``: seconds between the close and the start.  Returns the new server.
+        """
+        if not self._own_server:
+            raise ConfigurationError("restart_server needs a lab that started its own server")
+        if not self._started or self._closed:
+            raise ConfigurationError("restart_server needs a started lab that is not closed")
+        old = self.server
+        await old.close()
+        self.events.add("", "", "server-stopped", old.url)
+        if down_s > 0:
+            await asyncio.sleep(down_s)
+        new = SignalingServer(old.host, old.port, **self._server_options)
+        if self.network is not None:
+            new.dispatcher.rewrite = self.network.rewrite
+        if self.turn is not None and new.turn is None:
+            new.turn = self.turn_config
+        await new.start()
+        self.server = new
+        self.events.add("", "", "server-started", new.url)
+        return new
+
     async def wait_connected(self, timeout: float = 15.0) -> None:
-        """Wait until every pair of lab peers is connected."""
+        """Wait until every pair of lab peers (browser peers included) is connected."""
         peers = list(self.peers.values())
+        browsers = list(self.browsers.values())
+        others = len(peers) + len(browsers) - 1
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.gather(
-                    *(p.wait_connected(len(peers) - 1, timeout=timeout) for p in peers)
+                    *(p.wait_connected(others, timeout=timeout) for p in peers),
+                    *(b.wait_connected(others, timeout=timeout) for b in browsers),
                 )
         except TimeoutError:
             raise LabTimeoutError(f"lab peers not all connected within {timeout} s") from None
@@ -215,6 +318,12 @@ class Lab:
     def stats(self) -> pd.DataFrame:
         """Every stats row sampled so far (see :mod:`webrtclab.stats` for columns)."""
         return self.sampler.to_dataframe()
+
+    def browser_stats(self) -> pd.DataFrame:
+        """Every numeric libwebrtc metric of the browser peers, long format
+        (``time_s, peer, remote, type, id, kind, metric, value``; see
+        :mod:`webrtclab.browser`): ``availableOutgoingBitrate``, ``framesDropped``..."""
+        return raw_dataframe(row for b in self.browsers.values() for row in b.raw_rows)
 
     def events_frame(self) -> pd.DataFrame:
         return self.events.to_dataframe()
@@ -241,9 +350,17 @@ class Lab:
         results = await asyncio.gather(
             self.sampler.close(),
             *(peer.close() for peer in self.peers.values()),
+            *(browser.close() for browser in self.browsers.values()),
             return_exceptions=True,
         )
         errors.extend(r for r in results if isinstance(r, BaseException))
+        async with self._chromium_lock:  # not while add_browser_peer is launching it
+            chromium, self._chromium = self._chromium, None
+        if chromium is not None:
+            try:
+                await chromium.close()
+            except Exception as exc:  # gathered: close the rest before reporting
+                errors.append(exc)
         if self.network is not None:
             try:
                 await self.network.close()

@@ -39,7 +39,7 @@ import math
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -93,6 +93,14 @@ DEFAULT_CLOCK_RATES = {"audio": 48000, "video": 90000}
 NAN = math.nan
 
 Row = tuple[Any, ...]
+
+
+class _RowSource(Protocol):
+    """A member sampled besides aiortc sessions (a browser peer): collect, then convert."""
+
+    async def collect_stats(self) -> Any: ...
+
+    def stats_rows(self, raw: Any, now: float) -> list[Row]: ...
 
 
 @dataclass
@@ -223,6 +231,8 @@ class StatsSampler:
 
     :param peers: the peers, or a callable returning them (peers may come and go).
     :param on_rows: called with each batch of new rows (for incremental writers).
+    :param sources: a callable returning other members to sample, such as
+        :class:`~webrtclab.browser.BrowserPeer` (their rows share the sample's time).
     """
 
     def __init__(
@@ -234,6 +244,7 @@ class StatsSampler:
         on_rows: Callable[[list[Row]], None] | None = None,
         network: Network | None = None,
         on_link_rows: Callable[[list[Row]], None] | None = None,
+        sources: Callable[[], Iterable[_RowSource]] | None = None,
     ) -> None:
         if not 0.01 <= interval <= 3600:
             raise ConfigurationError(f"stats interval must be in [0.01, 3600] s, got {interval}")
@@ -244,6 +255,7 @@ class StatsSampler:
         self.rows: list[Row] = []
         self.network = network
         self.on_link_rows = on_link_rows
+        self._sources = sources
         self.link_rows: list[Row] = []
         self._previous: weakref.WeakKeyDictionary[PeerSession, dict[tuple[str, str], _Previous]] = (
             weakref.WeakKeyDictionary()
@@ -253,7 +265,13 @@ class StatsSampler:
     async def sample(self) -> list[Row]:
         """Take one sample of every session now and return its rows."""
         sessions = [s for peer in self._peers() for s in list(peer.sessions.values())]
-        reports = await asyncio.gather(*(s.pc.getStats() for s in sessions), return_exceptions=True)
+        sources = list(self._sources()) if self._sources is not None else []
+        results = await asyncio.gather(
+            *(s.pc.getStats() for s in sessions),
+            *(source.collect_stats() for source in sources),
+            return_exceptions=True,
+        )
+        reports, raws = results[: len(sessions)], results[len(sessions) :]
         now = self.clock.now()
         rows: list[Row] = []
         for session, report in zip(sessions, reports, strict=True):
@@ -262,6 +280,11 @@ class StatsSampler:
                 continue
             previous = self._previous.setdefault(session, {})
             rows.extend(session_rows(session, report, now, previous))
+        for source, raw in zip(sources, raws, strict=True):
+            if isinstance(raw, BaseException):
+                logger.debug("stats of %r failed: %s", source, raw)
+                continue
+            rows.extend(source.stats_rows(raw, now))
         self.rows.extend(rows)
         if self.on_rows is not None and rows:
             self.on_rows(rows)

@@ -17,6 +17,7 @@ from aiohttp import web_ws as _web_ws
 
 from ..auth import AuthError, Identity, TokenAuthority, TurnConfig
 from ..exceptions import ConfigurationError, ProtocolError
+from ..web import add_web_routes
 from .rooms import Dispatcher, Member
 
 __all__ = ["SignalingServer"]
@@ -318,6 +319,7 @@ class SignalingServer:
         self.app = web.Application()
         self.app.router.add_get("/signal", self._handle_signal)
         self.app.router.add_get("/healthz", self._handle_health)
+        add_web_routes(self.app)  # the web client: GET / and /static/
         self.app.router.add_get("/api/turn-credentials", self._handle_turn_credentials)
         self._runner: web.AppRunner | None = None
         self._clients: set[_Client] = set()
@@ -419,9 +421,7 @@ class SignalingServer:
             presented = auth[len("Bearer ") :]
         if self.token is None and self.authority is None:
             return None
-        if self.token is not None and hmac.compare_digest(
-            presented.encode(), self.token.encode()
-        ):
+        if self.token is not None and hmac.compare_digest(presented.encode(), self.token.encode()):
             return None
         if self.authority is None:
             raise _unauthorized("missing-token" if not presented else "invalid-token")
