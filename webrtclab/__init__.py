@@ -21,17 +21,20 @@ from .peer import Peer, PeerSession
 from .plot import plot_timeline
 from .quality import QualityMonitor
 from .recording import Recorder
-from .signaling import Dispatcher, SignalingClient, SignalingServer
+from .signaling import Backoff, Dispatcher, SignalingClient, SignalingServer
 from .stats import STATS_COLUMNS, StatsSampler
+from .widgets import LabPanel
 
 __all__ = [
     "STATS_COLUMNS",
+    "Backoff",
     "ConfigurationError",
     "DemoResult",
     "Dispatcher",
     "EventLog",
     "Lab",
     "LabClock",
+    "LabPanel",
     "LabTimeoutError",
     "MediaSpec",
     "Peer",
