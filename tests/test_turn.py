@@ -226,7 +226,9 @@ def test_cli_runs_a_relayed_scenario(tmp_path: Path) -> None:
 # --- faults and refusals ---------------------------------------------------------------
 
 
-async def test_coturn_killed_mid_call_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_coturn_killed_mid_call_is_reported_and_the_call_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Consent freshness (RFC 7675) notices the dead relay: shortened from 6 x 5 s.
     monkeypatch.setattr(ice, "CONSENT_INTERVAL", 0.2)
     monkeypatch.setattr(ice, "CONSENT_FAILURES", 3)
@@ -234,14 +236,16 @@ async def test_coturn_killed_mid_call_is_reported(monkeypatch: pytest.MonkeyPatc
     # that transaction to time out: about 40 s with RFC 5389's 7 transmissions.
     monkeypatch.setattr(stun, "RETRY_MAX", 2)
     async with Lab(turn=True, relay_only=True) as lab:
-        assert isinstance(lab.turn, TurnServer)
+        turn = lab.turn
+        assert isinstance(turn, TurnServer)
         alice = await lab.add_peer("alice", media=SMALL)
         await lab.add_peer("bob", media=SMALL)
         await lab.wait_connected()
-        counter = alice.sessions["bob"].counters[("recv", "video")]
+        first = alice.sessions["bob"]
+        counter = first.counters[("recv", "video")]
         await wait_until(lambda: counter.frames >= 10)
-        lab.turn.kill()
-        await wait_until(lambda: not lab.turn.running)  # type: ignore[union-attr]
+        turn.kill()
+        await wait_until(lambda: not turn.running)
         await wait_until(
             # aiortc reports a consent expiry on a relayed path as "closed".
             lambda: any(
@@ -253,7 +257,18 @@ async def test_coturn_killed_mid_call_is_reported(monkeypatch: pytest.MonkeyPatc
         frames = counter.frames
         await asyncio.sleep(0.5)
         assert counter.frames - frames <= 2  # nothing flows without the relay
-    # lab closed cleanly (bounded) with a dead relay
+        # The relay comes back on the same port: alice (the lower user id) offers a
+        # new peer connection, which allocates on the new coturn.
+        await turn.restart()
+        await wait_until(
+            lambda: (
+                alice.sessions.get("bob") not in (None, first)
+                and alice.sessions["bob"].counters[("recv", "video")].frames >= 5
+            ),
+            timeout=30,
+        )
+        path = alice.sessions["bob"].selected_path()
+        assert path is not None and path[0] == "relay"
 
 
 def test_turn_server_refuses_bad_configuration() -> None:
@@ -277,6 +292,8 @@ async def test_turn_server_reports_a_missing_executable() -> None:
     await server.close()  # idempotent
     with pytest.raises(ConfigurationError, match="closed"):
         await server.start()
+    with pytest.raises(ConfigurationError, match="closed"):
+        await server.restart()
 
 
 async def test_turn_server_secret_stays_out_of_logs_and_argv(

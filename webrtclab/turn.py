@@ -230,6 +230,13 @@ class TurnServer:
         finally:
             transport.close()
 
+    async def restart(self) -> None:
+        """Stop coturn if it runs and start it again on the same port and secrets."""
+        if self._closed:
+            raise ConfigurationError("cannot restart a TURN server that was closed")
+        await self._stop()
+        await self.start()
+
     def kill(self) -> None:
         """SIGKILL coturn (to test what a crashed relay does to a call)."""
         if self.running:
