@@ -518,3 +518,37 @@ async def test_link_rows_match_link_columns() -> None:
         ba = link.row("b", "a")
         assert ba["packets_in"] == 0
         assert link.network.link_rows(now=12.5)[0][0] == 12.5
+
+
+async def test_idle_relay_sockets_are_reaped_and_busy_ones_kept() -> None:
+    """Candidates of replaced connections stop carrying traffic: their sockets go."""
+    network = Network(idle_timeout_s=0.4)
+    link = await make_link(network)
+    stale = await Endpoint.open()
+    try:
+        # A third candidate of "a" that nobody uses (a connection that was replaced).
+        network.rewrite_candidate("a", "b", host_candidate(stale.address))
+        assert len(network.proxies()) == 3
+        deadline = asyncio.get_running_loop().time() + 3.0
+        seq = 0
+        while network.reaped == 0:  # keep a <-> b busy meanwhile
+            link.a.send_probe(seq, link.b_proxy)
+            link.b.send_probe(seq, link.a_proxy)
+            seq += 1
+            assert asyncio.get_running_loop().time() < deadline, "nothing reaped"
+            await asyncio.sleep(0.02)
+        reals = {real for _, _, real, _ in network.proxies()}
+        assert reals == {link.a.address, link.b.address}
+        link.a.send_probe(seq, link.b_proxy)  # the busy pair still works
+        while (await link.b.collect(1))[0].seq != seq:  # skip the earlier probes
+            pass
+    finally:
+        link.a.close()
+        link.b.close()
+        stale.close()
+        await network.close()
+
+
+def test_network_refuses_a_bad_idle_timeout() -> None:
+    with pytest.raises(ConfigurationError, match="idle_timeout_s"):
+        Network(idle_timeout_s=0)

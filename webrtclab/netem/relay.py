@@ -26,6 +26,7 @@ release time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -101,6 +102,8 @@ class _Proxy(asyncio.DatagramProtocol):
             raise
         self.address: Address = self.sock.getsockname()[:2]
         self.transport: asyncio.DatagramTransport | None = None
+        # Last datagram in or out (relay clock); idle sockets are reaped.
+        self.last_used = network.clock.now()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -145,6 +148,9 @@ class Network:
     :param seed: seeds every link (each direction derives its own seed from it and the
         two user ids, so runs are reproducible whatever the join order).
     :param clock: the lab clock: link logs and schedules use its time base.
+    :param idle_timeout_s: relay sockets that carried nothing for this long are
+        closed (the candidates of connections that were replaced, e.g. after an
+        outage, would otherwise pile up).
     """
 
     def __init__(
@@ -154,7 +160,10 @@ class Network:
         seed: int = 0,
         clock: LabClock | None = None,
         host: str = "127.0.0.1",
+        idle_timeout_s: float = 120.0,
     ) -> None:
+        if not idle_timeout_s > 0:
+            raise ConfigurationError(f"idle_timeout_s must be positive, got {idle_timeout_s}")
         if not is_loopback(host):
             raise ConfigurationError(f"the relay must bind a loopback address, got {host!r}")
         self.default = conditions or LinkConditions()
@@ -178,6 +187,8 @@ class Network:
         self._ready = threading.Event()
         self._closed = False
         self.unknown_pair_packets = 0
+        self.idle_timeout_s = idle_timeout_s
+        self.reaped = 0
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -201,6 +212,7 @@ class Network:
         self._loop = loop
         asyncio.set_event_loop(loop)
         loop.call_soon(self._ready.set)
+        loop.call_later(self.idle_timeout_s / 4, self._reap)
         try:
             loop.run_forever()
         finally:
@@ -405,6 +417,7 @@ class Network:
             return
         direction = pair.directions[(sender.owner, proxy.owner)]
         now = self.clock.now()
+        proxy.last_used = sender.last_used = now
         for delivery in direction.model.submit(len(data), now):
             release = delivery.release_time
             if release is None:
@@ -418,6 +431,25 @@ class Network:
                 )
                 if release < self._wakeup_at:
                     self._arm(now)
+
+    def _reap(self) -> None:
+        """Close relay sockets idle for ``idle_timeout_s`` (relay thread, periodic)."""
+        loop = self._loop
+        assert loop is not None
+        cutoff = self.clock.now() - self.idle_timeout_s
+        with self._lock:
+            for pair in self._pairs.values():
+                for key, proxy in list(pair.proxies.items()):
+                    if proxy.last_used >= cutoff or proxy.transport is None:
+                        continue
+                    del pair.proxies[key]
+                    if pair.by_real.get(proxy.real) is proxy:
+                        del pair.by_real[proxy.real]
+                    with contextlib.suppress(ValueError):
+                        self._fds.remove(proxy.sock.fileno())
+                    proxy.transport.close()
+                    self.reaped += 1
+        loop.call_later(self.idle_timeout_s / 4, self._reap)
 
     def _send(self, direction: _Direction, sock: socket.socket, data: bytes, addr: Address) -> None:
         try:
