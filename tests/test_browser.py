@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -25,9 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import pytest
 import pytest_asyncio
 from aiohttp import web
+from helpers import require_system
 
 from webrtclab import SignalingServer
 from webrtclab.browser import CHROMIUM_PATH, Chromium
@@ -36,15 +35,7 @@ from webrtclab.netem.relay import Network
 from webrtclab.sdp import is_loopback
 
 CHROMIUM = CHROMIUM_PATH
-IN_CI = bool(os.environ.get("CI"))
-
-if not CHROMIUM.exists():
-    if not IN_CI:
-        pytest.skip(
-            f"{CHROMIUM} is missing (Debian package `chromium`; `make test` installs it)",
-            allow_module_level=True,
-        )
-    pytest.fail(f"CI: {CHROMIUM} is required by the browser test but is missing", pytrace=False)
+require_system(CHROMIUM, "chromium", "the browser test")
 
 from playwright.async_api import Browser, Page  # noqa: E402
 

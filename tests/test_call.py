@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from helpers import wait_until as wait_for
 
 from webrtclab import Lab, LabTimeoutError, Peer, SignalingServer
 from webrtclab.media import MediaSpec
@@ -13,13 +14,6 @@ from webrtclab.sdp import sdp_candidates
 from webrtclab.signaling import messages as m
 
 SMALL = MediaSpec(width=160, height=120, fps=10)
-
-
-async def wait_for(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> None:
-    """Poll ``predicate`` until true (used for counters, which have no event)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(step)
 
 
 async def open_channels(peer: Peer, remote: str) -> None:

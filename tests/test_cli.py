@@ -10,12 +10,13 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from helpers import wait_until
 
 from webrtclab import STATS_COLUMNS, MediaSpec, Peer, SignalingClient, SignalingServer
 from webrtclab.cli import main
@@ -92,12 +93,6 @@ async def stop(proc: asyncio.subprocess.Process, timeout: float = 15) -> tuple[i
         out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 # --- demo ---------------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import aioice.ice
 import aioice.stun
 import pandas as pd
 import pytest
 from conftest import ClientFactory
+from helpers import wait_until
 from test_cli import read_line, spawn
 
 from webrtclab import Backoff, ConfigurationError, Lab, MediaSpec, PeerSession
@@ -32,13 +32,6 @@ SMALL = MediaSpec(width=96, height=64, fps=15, seed=3)
 # Reconnect quickly in tests: 50 ms, doubling up to 400 ms, minus up to half as jitter.
 FAST = Backoff(initial_s=0.05, max_s=0.4, factor=2.0, jitter=0.5)
 DOWN = LinkConditions(loss=1.0)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> None:
-    """Poll ``predicate`` (frame counters and event lists have no signal to wait on)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(step)
 
 
 def frames(session: PeerSession) -> int:

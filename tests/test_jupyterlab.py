@@ -33,17 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import require_system
 
 CHROMIUM = Path("/usr/bin/chromium")
-IN_CI = bool(os.environ.get("CI"))
-
-if not CHROMIUM.exists():
-    if not IN_CI:
-        pytest.skip(
-            f"{CHROMIUM} is missing (Debian package `chromium`; `make test` installs it)",
-            allow_module_level=True,
-        )
-    pytest.fail(f"CI: {CHROMIUM} is required by the JupyterLab test but is missing", pytrace=False)
+require_system(CHROMIUM, "chromium", "the JupyterLab test")
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable
 
 import pandas as pd
 import pytest
+from helpers import wait_until
 
 from webrtclab import (
     STATS_COLUMNS,
@@ -22,13 +21,6 @@ from webrtclab.sdp import sdp_candidates
 
 SMALL = MediaSpec(width=160, height=120, fps=15)
 NO_MEDIA = MediaSpec(video="none", audio="none")
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 # --- lifecycle -------------------------------------------------------------------------------

@@ -7,11 +7,10 @@ go through the relay's sockets (or, without ``link=``, not).
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable
 
 import pandas as pd
+from helpers import wait_until
 
 from webrtclab import Lab, MediaSpec
 from webrtclab.netem import LinkConditions
@@ -20,13 +19,6 @@ from webrtclab.sdp import sdp_candidates
 
 SMALL = MediaSpec(width=160, height=120, fps=10, seed=5)
 Z_999 = 3.2905  # two-sided 99.9 % normal quantile
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -> None:
-    """Poll ``predicate`` (stats are sampled, not signalled) until it holds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(step)
 
 
 def samples_since(lab: Lab, t0: float) -> int:

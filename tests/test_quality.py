@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +16,7 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import wait_until as wait_for
 
 from webrtclab import ConfigurationError, EventLog, Lab, LabClock, MediaSpec, Peer, QualityMonitor
 from webrtclab.netem import LinkConditions
@@ -25,12 +25,6 @@ from webrtclab.quality import BATCH_ROWS, FRAME_COLUMNS, MESSAGE_COLUMNS
 SMALL = MediaSpec(width=160, height=120, fps=15)
 SMALL_10 = MediaSpec(width=160, height=120, fps=10)
 NO_MEDIA = MediaSpec(video="none", audio="none")
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def open_channels(peer: Peer, remote: str) -> None:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import av
 import pytest
+from helpers import wait_until as wait_for
 
 from webrtclab import ConfigurationError, Lab, MediaSpec, Peer, Recorder
 
 SMALL = MediaSpec(width=160, height=120, fps=10)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def start_call(lab: Lab, *names: str) -> list[Peer]:

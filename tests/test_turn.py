@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import pytest
 import pytest_asyncio
 from aioice import ice, stun
 from aioice.turn import create_turn_endpoint
+from helpers import require_system, wait_until
 
 from webrtclab import ConfigurationError, Lab, MediaSpec, SignalingError
 from webrtclab.auth import turn_credentials
@@ -30,24 +29,12 @@ from webrtclab.lab import TURN_NODE
 from webrtclab.netem import LinkConditions
 from webrtclab.turn import TurnServer, TurnServerError
 
-if shutil.which("turnserver") is None:
-    if not os.environ.get("CI"):
-        pytest.skip(
-            "turnserver is missing (Debian package `coturn`; `make test` installs it)",
-            allow_module_level=True,
-        )
-    pytest.fail("CI: turnserver (coturn) is required by the TURN tests", pytrace=False)
+require_system("turnserver", "coturn", "the TURN tests")
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = MediaSpec(width=160, height=120, fps=15)
 SECRET = "a-first-secret-that-is-long-enough!"
 ROTATED = "the-second-secret-also-long-enough!"
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 @pytest_asyncio.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -23,21 +22,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from helpers import require_system
 
 from webrtclab import Lab, MediaSpec, SignalingError
 from webrtclab.auth import TurnConfig
 from webrtclab.browser import CHROMIUM_PATH, BrowserPeer, Chromium
 from webrtclab.netem import LinkConditions
 
-IN_CI = bool(os.environ.get("CI"))
-
-if not CHROMIUM_PATH.exists():
-    if not IN_CI:
-        pytest.skip(
-            f"{CHROMIUM_PATH} is missing (Debian package `chromium`; `make test` installs it)",
-            allow_module_level=True,
-        )
-    pytest.fail(f"CI: {CHROMIUM_PATH} is required by the web client tests", pytrace=False)
+require_system(CHROMIUM_PATH, "chromium", "the web client tests")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 MEDIA = MediaSpec(width=320, height=240, fps=15)

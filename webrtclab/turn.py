@@ -281,19 +281,10 @@ def _free_port() -> int:
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            if _tcp_free(port):
-                return int(port)
+            port = int(udp.getsockname()[1])
+            if _bindable(port, socket.SOCK_STREAM):
+                return port
     raise TurnServerError("found no free port for the TURN server")
-
-
-def _tcp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        try:
-            tcp.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _free_range(size: int, *, avoid: int) -> tuple[int, int]:
@@ -303,15 +294,15 @@ def _free_range(size: int, *, avoid: int) -> tuple[int, int]:
         low = rng.randrange(20000, 32000 - size)
         if low <= avoid < low + size:
             continue
-        if all(_udp_free(p) for p in range(low, low + size)):
+        if all(_bindable(p, socket.SOCK_DGRAM) for p in range(low, low + size)):
             return low, low + size - 1
     raise TurnServerError(f"found no {size} consecutive free UDP ports for TURN relays")
 
 
-def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
         try:
-            udp.bind(("127.0.0.1", port))
+            sock.bind(("127.0.0.1", port))
         except OSError:
             return False
     return True
