@@ -13,7 +13,7 @@ import pytest
 
 import webrtclab.stats
 from webrtclab import STATS_COLUMNS, ConfigurationError, StatsSampler
-from webrtclab.peer import MediaCounter
+from webrtclab.session import MediaCounter
 from webrtclab.stats import session_rows, to_dataframe
 
 # --- fakes mimicking aiortc's stats objects and a PeerSession ---------------------------------

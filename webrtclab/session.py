@@ -1,0 +1,443 @@
+"""One connection of a lab peer: an RTCPeerConnection to one remote member.
+
+A :class:`PeerSession` owns the ``RTCPeerConnection``, the seed's ``chat`` and
+``cursors`` data channels (with back-pressure) and the counters of what crossed it;
+its :class:`~webrtclab.peer.Peer` creates, negotiates and retires sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceCandidate,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ._tasks import cancel_and_wait
+from .exceptions import ConfigurationError
+from .loopback import gather_on
+from .sdp import filter_candidates, parse_candidate
+from .signaling import messages as m
+
+if TYPE_CHECKING:
+    from .peer import Peer
+
+__all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "FrameListener", "MediaCounter", "PeerSession"]
+
+logger = logging.getLogger(__name__)
+
+# Back-pressure thresholds on bufferedAmount, as in the seed (64 KiB for cursors).
+CURSOR_HIGH_WATER = 64 * 1024
+CHAT_HIGH_WATER = 1024 * 1024
+CHAT_LOW_WATER = 256 * 1024
+
+FrameListener = Callable[["PeerSession", str, av.AudioFrame | av.VideoFrame], None]
+
+
+@dataclass
+class MediaCounter:
+    """Counts of what crossed one (direction, kind) of a session."""
+
+    frames: int = 0
+    bytes: int = 0
+    packets: int = 0
+
+
+class _CountingTrack(MediaStreamTrack):
+    """Forwards a source track to one sender, counting the frames it takes."""
+
+    def __init__(self, source: MediaStreamTrack, counter: MediaCounter) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+        self._counter = counter
+        # Clear while the sender waits in recv(): a replaced track may only be
+        # stopped once its sender has moved on (see Peer.switch_video).
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def recv(self) -> Any:
+        self.idle.clear()
+        try:
+            frame = await self._source.recv()
+        finally:
+            self.idle.set()
+        self._counter.frames += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+class PeerSession:
+    """The connection between a local :class:`Peer` and one remote member."""
+
+    def __init__(self, peer: Peer, remote: str, *, initiator: bool) -> None:
+        self.peer = peer
+        self.remote = remote
+        self.initiator = initiator
+        self.created_s = peer.events.clock.now()
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=list(peer.ice_servers),
+                iceTransportPolicy=(
+                    RTCIceTransportPolicy.RELAY if peer.relay_only else RTCIceTransportPolicy.ALL
+                ),
+            )
+        )
+        self.chat: RTCDataChannel | None = None
+        self.cursors: RTCDataChannel | None = None
+        self.counters: dict[tuple[str, str], MediaCounter] = {
+            (d, k): MediaCounter() for d in ("send", "recv") for k in ("audio", "video")
+        }
+        self.last_video_frame: av.VideoFrame | None = None
+        self.chat_log: list[tuple[float, str, dict[str, Any]]] = []
+        # Received tracks by kind, each behind a relay: the consumer and any
+        # recorder get their own subscription.
+        self.received: dict[str, MediaStreamTrack] = {}
+        self.recv_relay = MediaRelay()
+        self._seq = {"chat": 0, "cursors": 0}
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self._pending: list[RTCIceCandidate] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._close_task: asyncio.Task[None] | None = None
+        self._chat_low = asyncio.Event()
+        self.pc.on("connectionstatechange", self._on_state)
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._adopt_channel)
+
+    def __repr__(self) -> str:
+        return f"PeerSession({self.peer.user_id!r} -> {self.remote!r})"
+
+    @property
+    def state(self) -> str:
+        return str(self.pc.connectionState)
+
+    @property
+    def usable(self) -> bool:
+        """Negotiated (both descriptions set) and not failed or closed."""
+        return self.pc.remoteDescription is not None and self.state not in ("failed", "closed")
+
+    # --- negotiation ------------------------------------------------------------------
+
+    def _add_tracks(self, kinds: set[str] | None = None) -> None:
+        for kind, track in (("audio", self.peer.audio), ("video", self.peer.video)):
+            if track is not None and (kinds is None or kind in kinds):
+                self.pc.addTrack(self._sending(track))
+
+    def _sending(self, source: MediaStreamTrack) -> _CountingTrack:
+        proxy = self.peer.relay.subscribe(source, buffered=False)
+        return _CountingTrack(proxy, self.counters[("send", source.kind)])
+
+    def _replace_video(self, source: MediaStreamTrack) -> list[_CountingTrack]:
+        """Put ``source`` on the video sender (no renegotiation); returns the replaced tracks."""
+        replaced = []
+        for sender in self.pc.getSenders():
+            old = sender.track
+            if isinstance(old, _CountingTrack) and old.kind == "video":
+                sender.replaceTrack(self._sending(source))
+                replaced.append(old)
+        return replaced
+
+    async def create_offer(self) -> RTCSessionDescription:
+        self._add_tracks()
+        self._adopt_channel(self.pc.createDataChannel("chat", ordered=True))
+        self._adopt_channel(self.pc.createDataChannel("cursors", ordered=False, maxRetransmits=0))
+        await self._set_local(await self.pc.createOffer())
+        return self.pc.localDescription
+
+    async def accept_offer(self, sdp: str) -> RTCSessionDescription:
+        await self._set_remote(RTCSessionDescription(sdp=sdp, type="offer"))
+        # After the remote offer, and only for offered kinds: aiortc then reuses the
+        # offered transceivers (a new one would have no offer direction and fail).
+        self._add_tracks({t.kind for t in self.pc.getTransceivers()})
+        await self._set_local(await self.pc.createAnswer())
+        return self.pc.localDescription
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self._set_remote(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def add_remote_candidate(self, init: m.IceCandidateInit | None) -> None:
+        """Add a trickled candidate; buffered until the remote description is set."""
+        if init is None or not init.candidate:
+            return  # end-of-candidates: aiortc has nothing to do with it
+        candidate = parse_candidate(init.candidate)
+        candidate.sdpMid = init.sdpMid
+        candidate.sdpMLineIndex = init.sdpMLineIndex
+        if not self.peer.accepts_candidate(candidate):
+            return
+        if self.pc.remoteDescription is None:
+            self._pending.append(candidate)
+        else:
+            await self.pc.addIceCandidate(candidate)
+
+    async def _set_local(self, description: RTCSessionDescription) -> None:
+        self._guard_ice()
+        with gather_on(self.peer.host_addresses):
+            await self.pc.setLocalDescription(description)
+
+    def _guard_ice(self) -> None:
+        """Ignore ICE checks that come from addresses this peer does not accept.
+
+        Filtering signaled candidates is not enough: a remote that also gathers on
+        other interfaces (Chromium: 192.0.2.2 and 127.0.0.1) sends checks from them
+        to our loopback candidate, and aioice would answer, learn the source as a
+        peer-reflexive candidate and, if the remote nominates that pair, send all
+        media to it.  Unanswered, such checks fail and the loopback pair wins.
+        Runs before gathering, so before any socket can receive a check; with
+        BUNDLE there is one aioice connection for every transceiver.
+        """
+        if self.peer.host_addresses is None:
+            return
+        transports = [t.receiver.transport for t in self.pc.getTransceivers()]
+        if self.pc.sctp is not None:
+            transports.append(self.pc.sctp.transport)
+        for dtls in transports:
+            connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+            if connection is None or getattr(connection, "_webrtclab_guarded", False):
+                continue
+            original = connection.request_received
+
+            def request_received(
+                message: Any, addr: tuple[str, int], protocol: Any, _orig: Any = original
+            ) -> None:
+                if self.peer.accepts_address(addr[0]):
+                    _orig(message, addr, protocol)
+                else:
+                    logger.debug("%r: ignored an ICE check from %s", self, addr[0])
+
+            connection.request_received = request_received
+            connection._webrtclab_guarded = True
+
+    async def _set_remote(self, description: RTCSessionDescription) -> None:
+        sdp = filter_candidates(description.sdp, self.peer.accepts_candidate)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=description.type))
+        self._count_received_bytes()
+        pending, self._pending = self._pending, []
+        for candidate in pending:
+            await self.pc.addIceCandidate(candidate)
+
+    def _count_received_bytes(self) -> None:
+        # aiortc has no per-stream bytesReceived: count RTP payload bytes as the
+        # receiver gets them (retransmissions included, as the spec's counter).
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            if getattr(receiver, "_webrtclab_counted", False):
+                continue
+            counter = self.counters[("recv", transceiver.kind)]
+            original = receiver._handle_rtp_packet
+
+            async def counted(
+                packet: Any, arrival_time_ms: int, _orig: Any = original, _c: MediaCounter = counter
+            ) -> None:
+                _c.bytes += len(packet.payload)
+                _c.packets += 1
+                await _orig(packet, arrival_time_ms=arrival_time_ms)
+
+            receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
+            receiver._webrtclab_counted = True  # type: ignore[attr-defined]
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        self.peer.events.add(self.peer.user_id, self.remote, "connection-state", state)
+        if state == "connected":
+            path = self.selected_path()
+            if path is not None:
+                self.peer.events.add(
+                    self.peer.user_id,
+                    self.remote,
+                    "selected-path",
+                    f"{path[0]} {path[1]} -> {path[2]} {path[3]}",
+                )
+            self.connected.set()
+        elif state == "failed":
+            self.failed.set()
+        self.peer._changed.set()
+        self.peer._session_state(self, state)
+        self.peer.emit("connectionstatechange", self.remote, state)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self.peer.events.add(self.peer.user_id, self.remote, "track", track.kind)
+        self.received[track.kind] = track
+        self._spawn(self._consume(self.subscribe(track.kind)))
+        self.peer.emit("track", self.remote, track)
+
+    def subscribe(self, kind: str) -> MediaStreamTrack:
+        """A copy of the received ``kind`` track that takes no frames from anyone else.
+
+        Buffered: every frame is delivered.  Stop it when done.
+        """
+        track = self.received.get(kind)
+        if track is None:
+            raise ConfigurationError(f'{self!r} has received no {kind} track from "{self.remote}"')
+        return self.recv_relay.subscribe(track, buffered=True)
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        # Received tracks must be read or aiortc's decoded-frame queue grows forever.
+        counter = self.counters[("recv", track.kind)]
+        listeners = self.peer.frame_listeners
+        failed: list[FrameListener] = []
+        try:
+            while True:
+                frame = await track.recv()
+                counter.frames += 1
+                if isinstance(frame, av.VideoFrame):
+                    self.last_video_frame = frame
+                elif not isinstance(frame, av.AudioFrame):
+                    continue
+                for listener in listeners:
+                    try:
+                        listener(self, track.kind, frame)
+                    except Exception:
+                        # A broken listener must not stop the consumer: unread frames
+                        # would pile up in aiortc's queue.
+                        if listener not in failed:
+                            failed.append(listener)
+                            logger.exception("%r: frame listener %r failed", self, listener)
+        except MediaStreamError:
+            pass
+        finally:
+            track.stop()
+
+    def _adopt_channel(self, channel: RTCDataChannel) -> None:
+        if channel.label == "chat":
+            self.chat = channel
+            channel.bufferedAmountLowThreshold = CHAT_LOW_WATER
+            channel.on("bufferedamountlow", self._chat_low.set)
+        elif channel.label == "cursors":
+            self.cursors = channel
+        label = channel.label
+
+        def on_message(data: str | bytes) -> None:
+            self._on_message(label, data)
+
+        channel.on("message", on_message)
+
+    def _on_message(self, label: str, data: str | bytes) -> None:
+        payload: Any
+        try:
+            payload = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            payload = data
+        if label == "chat" and isinstance(payload, dict):
+            self.chat_log.append((self.peer.events.clock.now(), "recv", payload))
+            if self.peer.echo_chat and payload.get("type") == "chat" and not payload.get("echo"):
+                self._send_json(self.chat, {**payload, "echo": True, "from": self.peer.user_id})
+        self.peer.emit("message", self.remote, label, payload)
+
+    # --- data channels ---------------------------------------------------------------------
+
+    def _send_json(self, channel: RTCDataChannel | None, payload: dict[str, Any]) -> bool:
+        if channel is None or channel.readyState != "open":
+            return False
+        channel.send(json.dumps(payload, separators=(",", ":")))
+        return True
+
+    async def send_chat(self, text: str, **extra: Any) -> None:
+        """Send a chat message (reliable, ordered), waiting while the buffer is full."""
+        channel = self.chat
+        if channel is None or channel.readyState != "open":
+            raise ConfigurationError(
+                f'cannot send chat to "{self.remote}": the chat channel is not open'
+            )
+        while channel.bufferedAmount > CHAT_HIGH_WATER:
+            self._chat_low.clear()
+            await self._chat_low.wait()
+        payload = {"type": "chat", "text": text, **self._sequence("chat"), **extra}
+        self._send_json(channel, payload)
+        self._seq["chat"] += 1
+        self.chat_log.append((self.peer.events.clock.now(), "send", payload))
+
+    def send_cursor(self, x: float, y: float, **extra: Any) -> bool:
+        """Send a cursor position (unordered, no retransmits); False if dropped by back-pressure.
+
+        Like chat messages, cursor messages carry ``seq`` (0, 1, ... per session)
+        and ``sent_ms`` (lab clock), so a receiver can measure latency and loss;
+        a message refused by back-pressure takes no sequence number.
+        """
+        channel = self.cursors
+        if channel is None or channel.bufferedAmount >= CURSOR_HIGH_WATER:
+            return False
+        payload = {"type": "cursor", "x": x, "y": y, **self._sequence("cursors"), **extra}
+        if not self._send_json(channel, payload):
+            return False
+        self._seq["cursors"] += 1
+        return True
+
+    def _sequence(self, label: str) -> dict[str, Any]:
+        return {"seq": self._seq[label], "sent_ms": round(self.peer.events.clock.now() * 1000, 3)}
+
+    # --- introspection and teardown ---------------------------------------------------------
+
+    def selected_path(self) -> tuple[str, str, str, str] | None:
+        """(local type, local address, remote type, remote address) of the nominated pair."""
+        for transceiver in self.pc.getTransceivers():
+            pair = _nominated_pair(transceiver.receiver.transport)
+            if pair is not None:
+                return pair
+        sctp = self.pc.sctp
+        return _nominated_pair(sctp.transport) if sctp is not None else None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the connection; bounded by ``timeout`` (aiortc's close can hang).
+
+        Safe to call twice, and to cancel: the closing runs in a task of its own,
+        which a later call awaits, so a cancelled caller cannot leave the ICE
+        sockets open half-way (the peer's reader is cancelled while it closes the
+        session of a peer that left).
+        """
+        if self._close_task is None:
+            self._closed = True
+            self._close_task = asyncio.ensure_future(self._close(timeout))
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, timeout: float) -> None:
+        await cancel_and_wait(*self._tasks)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.pc.close()
+        except TimeoutError:
+            logger.warning("%r: RTCPeerConnection.close() timed out after %.1f s", self, timeout)
+        # aiortc ends a received track only if its receiver was started (the connection
+        # got that far): a session closed while still connecting (a re-establishment
+        # during an outage) would leave our relay's reader waiting forever.
+        for track in self.received.values():
+            queue = getattr(track, "_queue", None)
+            if track.readyState == "live" and isinstance(queue, asyncio.Queue):
+                queue.put_nowait(None)
+        self.connected.clear()
+
+
+def _nominated_pair(dtls: Any) -> tuple[str, str, str, str] | None:
+    try:
+        connection = dtls.transport._connection
+        pair = connection._nominated.get(1)
+    except AttributeError:
+        return None
+    if pair is None:
+        return None
+    local, remote = pair.local_candidate, pair.remote_candidate
+    return (local.type, f"{local.host}:{local.port}", remote.type, f"{remote.host}:{remote.port}")
