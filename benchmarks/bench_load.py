@@ -20,7 +20,6 @@ Everything listens and connects on 127.0.0.1 only; children exit with this scrip
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
@@ -38,37 +37,6 @@ import bench_signaling as bs  # noqa: E402  (a sibling script, not a package)
 
 SERVERS = ("webrtclab", "seed")
 LABELS = {"seed": "node seed (ws)", "webrtclab": "webrtclab"}
-
-
-def serve_webrtclab() -> None:
-    """Child process: SignalingServer with its default limits, until stdin closes."""
-    sys.path.insert(0, str(ROOT))
-    import uvloop
-
-    from webrtclab.signaling import SignalingServer
-
-    async def main() -> None:
-        server = SignalingServer("127.0.0.1", 0)  # production defaults: limits stay on
-        await server.start()
-        print(json.dumps({"port": server.port}), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        fd = sys.stdin.fileno()
-
-        def on_stdin() -> None:
-            if not os.read(fd, 4096):
-                loop.remove_reader(fd)
-                stop.set()
-
-        loop.add_reader(fd, on_stdin)
-        try:
-            await asyncio.wait_for(stop.wait(), bs.SERVER_LIFETIME_S)
-        except TimeoutError:
-            pass
-        finally:
-            await server.close()
-
-    uvloop.run(main())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -246,7 +214,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_webrtclab()
+        bs.serve_webrtclab()  # production defaults: limits stay on
         return
     if args.quick:
         args.duration = 5.0

@@ -58,22 +58,15 @@ LABELS = {"seed": "node seed (ws)", "webrtclab": "webrtclab"}
 # --- the webrtclab server process ---------------------------------------------------------
 
 
-def serve_webrtclab(max_room_size: int) -> None:
-    """Child process: run SignalingServer on uvloop until stdin closes."""
+def serve_webrtclab(**options: Any) -> None:
+    """Child process: run SignalingServer (with ``options``) on uvloop until stdin closes."""
     sys.path.insert(0, str(ROOT))
     import uvloop
 
     from webrtclab.signaling import SignalingServer
 
     async def main() -> None:
-        server = SignalingServer(
-            "127.0.0.1",
-            0,
-            rate=0,  # no rate limit: the benchmark floods on purpose
-            max_queue=1 << 16,
-            max_room_size=max_room_size,
-            heartbeat_s=30.0,
-        )
+        server = SignalingServer("127.0.0.1", 0, **options)
         await server.start()
         print(json.dumps({"port": server.port}), flush=True)
         loop = asyncio.get_running_loop()
@@ -317,7 +310,12 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.serve is not None:
-        serve_webrtclab(max(args.serve, 2))
+        serve_webrtclab(
+            rate=0,  # no rate limit: the benchmark floods on purpose
+            max_queue=1 << 16,
+            max_room_size=max(args.serve, 2),
+            heartbeat_s=30.0,
+        )
         return
     if args.quick:
         args.warmup, args.duration, args.paced_duration = 0.5, 1.5, 1.0
