@@ -15,6 +15,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .exceptions import ConfigurationError
+
 if TYPE_CHECKING:
     from .experiment.results import Result
 
@@ -96,16 +98,26 @@ def plot_compare(
 
 
 def plot_cdf(
-    results: Mapping[str, Result] | Sequence[Result],
+    results: Mapping[str, Result | pd.DataFrame] | Sequence[Result],
     column: str = "latency_ms",
     table: str = "frames",
     path: str | Path | None = None,
 ) -> Figure:
-    """Empirical CDFs of one column (frame latency by default) across results."""
+    """Empirical CDFs of one column (frame latency by default) across results.
+
+    ``results`` maps names to results (their ``table`` is used) or straight to
+    DataFrames (a live lab's ``quality.messages_dataframe()``, for instance).
+    """
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
     for name, result in _named(results).items():
-        values = getattr(result, table)[column].dropna().to_numpy(dtype=float)
+        frame = result if isinstance(result, pd.DataFrame) else getattr(result, table)
+        if column not in frame.columns:
+            raise ConfigurationError(
+                f"cannot plot the CDF of {column!r} for {name!r}: its columns are "
+                f"{', '.join(map(str, frame.columns))}"
+            )
+        values = frame[column].dropna().to_numpy(dtype=float)
         if values.size == 0:
             continue
         values = np.sort(values)
@@ -124,10 +136,10 @@ def plot_cdf(
 # --- drawing helpers -------------------------------------------------------------------------
 
 
-def _named(results: Mapping[str, Result] | Sequence[Result]) -> dict[str, Result]:
+def _named(results: Mapping[str, Any] | Sequence[Result]) -> dict[str, Any]:
     if isinstance(results, Mapping):
         return dict(results)
-    named: dict[str, Result] = {}
+    named: dict[str, Any] = {}
     for index, result in enumerate(results):
         name = _label(result, f"run {index}")
         named[name if name not in named else f"{name} ({index})"] = result
