@@ -157,3 +157,29 @@ async def test_lab_without_link_connects_directly() -> None:
             assert remote_addr in real, (remote_addr, real)
         await wait_until(lambda: len(lab.stats()) > 0, timeout=5)
         assert lab.links().empty and list(lab.links().columns) == LINK_COLUMNS
+
+
+async def test_rtt_samples_follow_a_live_change_at_the_next_report() -> None:
+    """Each report's RTT moves at once; aiortc's smoothed rtt_ms takes ~10 s to follow."""
+    async with Lab(link=LinkConditions(delay_ms=25), seed=4, stats_interval=0.25) as lab:
+        await lab.add_peer("alice", media=SMALL)
+        await lab.add_peer("bob", media=SMALL)
+        await lab.wait_connected(timeout=20)
+        await wait_until(lambda: len(lab.rtt_samples()) >= 6, timeout=15)
+        before = lab.rtt_samples()["rtt_ms"]
+        assert 45 <= before.median() <= 60, before.describe()
+        changed_at = lab.clock.now()
+        lab.set_link("alice", "bob", LinkConditions(delay_ms=100), both=True)
+
+        def after() -> pd.DataFrame:
+            # Reports sent after the change (one RTT after it, at most a report of 250 ms).
+            samples = lab.rtt_samples()
+            return samples[samples["time_s"] > changed_at + 0.3]
+
+        await wait_until(lambda: len(after()) >= 4, timeout=15)
+        assert 190 <= after()["rtt_ms"].median() <= 220, after().describe()
+        # The smoothed value sampled at the same time still lags behind.
+        stats = lab.stats()
+        lagging = stats[(stats["direction"] == "send") & (stats["time_s"] > changed_at)]
+        assert lagging["rtt_ms"].dropna().iloc[0] < 150
+        assert set(lab.rtt_samples().columns) == {"time_s", "peer", "remote", "kind", "rtt_ms"}

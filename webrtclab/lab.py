@@ -325,6 +325,25 @@ class Lab:
         :mod:`webrtclab.browser`): ``availableOutgoingBitrate``, ``framesDropped``..."""
         return raw_dataframe(row for b in self.browsers.values() for row in b.raw_rows)
 
+    def rtt_samples(self) -> pd.DataFrame:
+        """The RTT of every RTCP report each aiortc peer got, unsmoothed.
+
+        ``stats()["rtt_ms"]`` is aiortc's ``roundTripTime``, an average that keeps 85 %
+        of its last value at each report (about one a second), so it takes ~10 s to
+        follow a change; these samples follow it at the next report.  Columns:
+        ``time_s, peer, remote, kind, rtt_ms``.
+        """
+        rows = [
+            (t, peer.user_id, remote, kind, rtt)
+            for peer in list(self.peers.values())
+            for remote, session in list(peer.sessions.items())
+            for t, kind, rtt in session.rtt_samples
+        ]
+        frame = pd.DataFrame.from_records(
+            rows, columns=["time_s", "peer", "remote", "kind", "rtt_ms"]
+        )
+        return frame.sort_values("time_s", ignore_index=True)
+
     def events_frame(self) -> pd.DataFrame:
         return self.events.to_dataframe()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 
 from ._tasks import cancel_and_wait
 from .exceptions import ConfigurationError
@@ -105,6 +107,8 @@ class PeerSession:
             (d, k): MediaCounter() for d in ("send", "recv") for k in ("audio", "video")
         }
         self.last_video_frame: av.VideoFrame | None = None
+        # (lab time s, kind, ms): the RTT of every RTCP report, unsmoothed.
+        self.rtt_samples: list[tuple[float, str, float]] = []
         self.chat_log: list[tuple[float, str, dict[str, Any]]] = []
         # Received tracks by kind, each behind a relay: the consumer and any
         # recorder get their own subscription.
@@ -229,6 +233,7 @@ class PeerSession:
         sdp = filter_candidates(description.sdp, self.peer.accepts_candidate)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=description.type))
         self._count_received_bytes()
+        self._record_rtt()
         pending, self._pending = self._pending, []
         for candidate in pending:
             await self.pc.addIceCandidate(candidate)
@@ -252,6 +257,33 @@ class PeerSession:
 
             receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
             receiver._webrtclab_counted = True  # type: ignore[attr-defined]
+
+    def _record_rtt(self) -> None:
+        # aiortc's roundTripTime keeps 85 % of its last value at each report, so a
+        # change takes ~10 s to show; keep each report's own RTT too, computed as
+        # aiortc does (RFC 3550 section 6.4.1: now - LSR time - DLSR).
+        now = self.peer.events.clock.now
+        for transceiver in self.pc.getTransceivers():
+            sender = transceiver.sender
+            if getattr(sender, "_webrtclab_rtt", False):
+                continue
+            original = sender._handle_rtcp_packet
+            kind = transceiver.kind
+
+            async def recorded(
+                packet: Any, _orig: Any = original, _s: Any = sender, _k: str = kind
+            ) -> None:
+                lsr_time = getattr(_s, "_RTCRtpSender__lsr_time", None)
+                if lsr_time is not None and isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+                    lsr = getattr(_s, "_RTCRtpSender__lsr", None)
+                    for report in packet.reports:
+                        if report.ssrc == _s._ssrc and report.lsr == lsr and report.dlsr:
+                            rtt = time.time() - lsr_time - report.dlsr / 65536
+                            self.rtt_samples.append((now(), _k, rtt * 1000))
+                await _orig(packet)
+
+            sender._handle_rtcp_packet = recorded  # type: ignore[method-assign]
+            sender._webrtclab_rtt = True  # type: ignore[attr-defined]
 
     # --- events ---------------------------------------------------------------------------
 
