@@ -17,7 +17,7 @@ import pytest
 from webrtclab import ConfigurationError
 from webrtclab.experiment import Scenario, load, run_scenario
 from webrtclab.experiment.results import ResultWriter
-from webrtclab.stats import STATS_COLUMNS
+from webrtclab.stats import RTT_COLUMNS, STATS_COLUMNS
 
 SMALL_PEERS = [
     {"name": "alice", "width": 160, "height": 120, "fps": 10},
@@ -47,6 +47,7 @@ async def test_run_writes_a_complete_result(tmp_path: Path) -> None:
         "links.parquet",
         "messages.parquet",
         "metadata.json",
+        "rtt.parquet",
         "stats.parquet",
     ]  # journals are removed once the Parquet files are final
     meta = result.metadata
@@ -60,9 +61,13 @@ async def test_run_writes_a_complete_result(tmp_path: Path) -> None:
     summary = result.summary()
     assert 35 <= summary["rtt_ms_median"] <= 80, summary
     assert meta["summary"]["rtt_ms_median"] == pytest.approx(summary["rtt_ms_median"])
+    # Every RTCP report's own RTT: 2 x 20 ms plus processing, and no smoothing lag.
+    assert set(result.rtt["kind"]) == {"audio", "video"}
+    assert 38 <= result.rtt["rtt_ms"].median() <= 60, result.rtt.describe()
     # load() gives the same tables back
     again = load(out)
     pd.testing.assert_frame_equal(again.stats, result.stats)
+    pd.testing.assert_frame_equal(again.rtt, result.rtt)
 
 
 async def test_cancelled_run_is_marked_interrupted_and_keeps_its_samples(
@@ -244,3 +249,12 @@ async def test_run_with_switch_and_recording(tmp_path: Path) -> None:
     with av.open(str(result.recordings[0])) as container:
         assert len(container.streams.video) == 1
         assert sum(1 for _ in container.decode(video=0)) >= 10
+
+
+async def test_folders_from_before_the_rtt_table_still_load(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    await run_scenario(scenario(duration_s=1.0), out, progress=False)
+    (out / "rtt.parquet").unlink()  # as written by webrtclab before the table existed
+    result = load(out)
+    assert result.rtt.empty and list(result.rtt.columns) == RTT_COLUMNS
+    assert not result.stats.empty

@@ -21,7 +21,7 @@ from .netem.relay import Network
 from .peer import Peer
 from .signaling.client import Backoff
 from .signaling.server import SignalingServer
-from .stats import StatsSampler
+from .stats import RttJournal, StatsSampler, rtt_dataframe
 from .turn import TurnServer
 
 __all__ = ["TURN_NODE", "Lab"]
@@ -333,16 +333,7 @@ class Lab:
         follow a change; these samples follow it at the next report.  Columns:
         ``time_s, peer, remote, kind, rtt_ms``.
         """
-        rows = [
-            (t, peer.user_id, remote, kind, rtt)
-            for peer in list(self.peers.values())
-            for remote, session in list(peer.sessions.items())
-            for t, kind, rtt in session.rtt_samples
-        ]
-        frame = pd.DataFrame.from_records(
-            rows, columns=["time_s", "peer", "remote", "kind", "rtt_ms"]
-        )
-        return frame.sort_values("time_s", ignore_index=True)
+        return rtt_dataframe(RttJournal().take(self.peers.values()))
 
     def events_frame(self) -> pd.DataFrame:
         return self.events.to_dataframe()

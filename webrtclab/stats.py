@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .netem.relay import Network
     from .peer import Peer, PeerSession
 
-__all__ = ["STATS_COLUMNS", "StatsSampler", "session_rows"]
+__all__ = ["RTT_COLUMNS", "STATS_COLUMNS", "RttJournal", "StatsSampler", "session_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ _DTYPES = {
     "bytes": "int64",
     "frames": "int64",
 }
+# lab.rtt_samples() and the results' "rtt" table: one row per RTCP report, unsmoothed.
+RTT_COLUMNS = ["time_s", "peer", "remote", "kind", "rtt_ms"]
 DEFAULT_CLOCK_RATES = {"audio": 48000, "video": 90000}
 NAN = math.nan
 
@@ -218,6 +220,33 @@ def session_rows(
         )
         previous[(direction, kind)] = _Previous(now, nbytes, packets, lost, frames)
     return rows
+
+
+class RttJournal:
+    """Hands out the RTT samples of the peers' sessions, each once (incremental writers)."""
+
+    def __init__(self) -> None:
+        self._taken: weakref.WeakKeyDictionary[PeerSession, int] = weakref.WeakKeyDictionary()
+
+    def take(self, peers: Iterable[Peer]) -> list[Row]:
+        """Rows (:data:`RTT_COLUMNS`) of the samples not taken before."""
+        rows: list[Row] = []
+        for peer in list(peers):
+            for remote, session in list(peer.sessions.items()):
+                start = self._taken.get(session, 0)
+                fresh = session.rtt_samples[start:]
+                self._taken[session] = start + len(fresh)
+                rows.extend((t, peer.user_id, remote, kind, rtt) for t, kind, rtt in fresh)
+        return rows
+
+
+def rtt_dataframe(rows: Iterable[Row]) -> pd.DataFrame:
+    """RTT sample rows as a DataFrame sorted by time."""
+    frame = pd.DataFrame.from_records(list(rows), columns=RTT_COLUMNS)
+    frame = frame.astype(
+        {"time_s": "float64", "peer": "string", "remote": "string", "kind": "string"}
+    )
+    return frame.astype({"rtt_ms": "float64"}).sort_values("time_s", ignore_index=True)
 
 
 def to_dataframe(rows: Iterable[Row]) -> pd.DataFrame:

@@ -42,7 +42,7 @@ from ..events import EVENT_COLUMNS
 from ..exceptions import ConfigurationError
 from ..netem.relay import LINK_COLUMNS
 from ..quality import FRAME_COLUMNS, MESSAGE_COLUMNS, frames_to_dataframe, messages_to_dataframe
-from ..stats import STATS_COLUMNS
+from ..stats import RTT_COLUMNS, STATS_COLUMNS, rtt_dataframe
 from ..stats import to_dataframe as stats_dataframe
 
 __all__ = ["Result", "ResultWriter", "TABLES", "load"]
@@ -56,6 +56,7 @@ TABLES: dict[str, list[str]] = {
     "events": EVENT_COLUMNS,
     "frames": FRAME_COLUMNS,
     "messages": MESSAGE_COLUMNS,
+    "rtt": RTT_COLUMNS,
 }
 COMPACT_EVERY_S = 5.0
 _encoder = msgspec.json.Encoder()
@@ -90,6 +91,8 @@ def _frame(table: str, rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
         return frames_to_dataframe(rows)
     if table == "messages":
         return messages_to_dataframe(rows)
+    if table == "rtt":
+        return rtt_dataframe([tuple(row) for row in rows])
     frame = pd.DataFrame.from_records([tuple(row) for row in rows], columns=TABLES[table])
     return frame.astype({"time_s": "float64"})
 
@@ -226,6 +229,8 @@ class Result:
     events: pd.DataFrame
     frames: pd.DataFrame
     messages: pd.DataFrame
+    # The RTT of every RTCP report (stats' rtt_ms is aiortc's smoothed value).
+    rtt: pd.DataFrame = field(default_factory=lambda: rtt_dataframe([]))
     recordings: list[Path] = field(default_factory=list)
 
     @property

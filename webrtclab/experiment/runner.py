@@ -16,6 +16,7 @@ from ..lab import TURN_NODE, Lab
 from ..netem.conditions import LinkConditions
 from ..netem.relay import Network
 from ..quality import QualityMonitor
+from ..stats import RttJournal
 from .results import Result, ResultWriter, load
 from .scenario import Scenario, load_scenario
 from .summary import summarize
@@ -90,8 +91,11 @@ async def run_scenario(
         on_message_rows=lambda rows: writer.append("messages", rows),
     )
 
+    rtt = RttJournal()
+
     def on_stats(rows: list[tuple[Any, ...]]) -> None:
         writer.append("stats", rows)
+        writer.append("rtt", rtt.take(lab.peers.values()))
         # Journal quality rows at every sample too, so a SIGKILL loses no more of them.
         quality.flush()
 
