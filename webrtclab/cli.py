@@ -250,7 +250,7 @@ async def _demo(args: argparse.Namespace) -> None:
     result = await run_demo(args.out, args.duration, progress=not args.no_progress)
     _print_json(result.summary())
     print(  # noqa: T201
-        f"results in {result.out}/: metadata.json, stats/links/events/frames/messages .parquet,"
+        f"results in {result.out}/: metadata.json, stats/links/events/frames/messages/rtt .parquet,"
         " stats.csv, events.csv, timeline.png"
     )
 
