@@ -255,6 +255,7 @@ async def test_folders_from_before_the_rtt_table_still_load(tmp_path: Path) -> N
     out = tmp_path / "run"
     await run_scenario(scenario(duration_s=1.0), out, progress=False)
     (out / "rtt.parquet").unlink()  # as written by webrtclab before the table existed
+    assert not (out / "rtt.jsonl").exists()
     result = load(out)
     assert result.rtt.empty and list(result.rtt.columns) == RTT_COLUMNS
     assert not result.stats.empty

@@ -22,10 +22,11 @@ from .plot import plot_timeline
 from .quality import QualityMonitor
 from .recording import Recorder
 from .signaling import Backoff, Dispatcher, SignalingClient, SignalingServer
-from .stats import STATS_COLUMNS, StatsSampler
+from .stats import RTT_COLUMNS, STATS_COLUMNS, RttJournal, StatsSampler
 from .widgets import LabPanel
 
 __all__ = [
+    "RTT_COLUMNS",
     "STATS_COLUMNS",
     "Backoff",
     "ConfigurationError",
@@ -42,6 +43,7 @@ __all__ = [
     "ProtocolError",
     "QualityMonitor",
     "Recorder",
+    "RttJournal",
     "ScreenLikeVideoTrack",
     "SignalingClient",
     "SignalingError",

@@ -171,11 +171,11 @@ class ResultWriter:
         self._last_compact = time.monotonic()
         if not self._dirty:
             return
+        # Every table, empty ones too: a folder's layout does not depend on what happened.
         for table, rows in self.rows.items():
-            if rows or table == "stats":
-                tmp = self.out / f"{table}.parquet.tmp"
-                _frame(table, rows).to_parquet(tmp, index=False)
-                os.replace(tmp, self.out / f"{table}.parquet")
+            tmp = self.out / f"{table}.parquet.tmp"
+            _frame(table, rows).to_parquet(tmp, index=False)
+            os.replace(tmp, self.out / f"{table}.parquet")
         self._dirty = False
 
     def result(self) -> Result:
@@ -189,6 +189,7 @@ class ResultWriter:
             events=tables["events"],
             frames=tables["frames"],
             messages=tables["messages"],
+            rtt=tables["rtt"],
         )
 
     def finish(
