@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -163,15 +164,22 @@ class Lab:
     def invite(self, user_id: str, *, ttl_s: float | None = None) -> str:
         """The web client's URL for ``user_id`` in the lab's room, with a join token if needed."""
         query = {"room": self.room, "user": user_id}
-        if self.server.authority is not None:
-            query["token"] = self.server.issue_token(user_id, room=self.room, ttl_s=ttl_s)
-        elif self.server.token is not None:
-            query["token"] = self.server.token
+        token = self._join_token(user_id, ttl_s=ttl_s)
+        if token is not None:
+            query["token"] = token
         return f"{self.server.http_url}/?{urlencode(query)}"
 
-    def _join_token(self, user_id: str) -> str | None:
+    def _check_new_member(self, user_id: str) -> None:
+        """Refuse a user id an aiortc or browser peer of the lab has, or the TURN node's."""
+        if user_id in self.peers or user_id in self.browsers:
+            raise ConfigurationError(f'the lab already has a peer "{user_id}"')
+        if self.turn is not None and user_id == TURN_NODE:
+            raise ConfigurationError(f'"{TURN_NODE}" names the TURN server in this lab\'s links')
+
+    def _join_token(self, user_id: str, *, ttl_s: float | None = None) -> str | None:
+        """A signed token for ``user_id`` in the lab's room, else the static token, if any."""
         if self.server.authority is not None:
-            return self.server.issue_token(user_id, room=self.room)
+            return self.server.issue_token(user_id, room=self.room, ttl_s=ttl_s)
         return self.server.token
 
     async def add_peer(
@@ -184,10 +192,7 @@ class Lab:
     ) -> Peer:
         """Create a peer and join it to the lab's room (it offers to those already there)."""
         await self.start()
-        if user_id in self.peers or user_id in self.browsers:
-            raise ConfigurationError(f'the lab already has a peer "{user_id}"')
-        if self.turn is not None and user_id == TURN_NODE:
-            raise ConfigurationError(f'"{TURN_NODE}" names the TURN server in this lab\'s links')
+        self._check_new_member(user_id)
         options.setdefault("host_addresses", self.host_addresses)
         options.setdefault("reconnect", self.reconnect)
         if self.turn is not None:
@@ -220,10 +225,7 @@ class Lab:
         closed with the lab.
         """
         await self.start()
-        if user_id in self.peers or user_id in self.browsers:
-            raise ConfigurationError(f'the lab already has a peer "{user_id}"')
-        if self.turn is not None and user_id == TURN_NODE:
-            raise ConfigurationError(f'"{TURN_NODE}" names the TURN server in this lab\'s links')
+        self._check_new_member(user_id)
         if self.turn is not None:
             # The same TURN path as the lab's aiortc peers (through the emulator if any).
             options.setdefault(
@@ -366,24 +368,19 @@ class Lab:
         errors.extend(r for r in results if isinstance(r, BaseException))
         async with self._chromium_lock:  # not while add_browser_peer is launching it
             chromium, self._chromium = self._chromium, None
+        # Then what the peers used, top layer down, one at a time.
+        closers: list[Callable[[], Awaitable[None]]] = []
         if chromium is not None:
-            try:
-                await chromium.close()
-            except Exception as exc:  # gathered: close the rest before reporting
-                errors.append(exc)
+            closers.append(chromium.close)
         if self.network is not None:
-            try:
-                await self.network.close()
-            except Exception as exc:  # gathered: close the rest before reporting
-                errors.append(exc)
+            closers.append(self.network.close)
         if self._own_server:
-            try:
-                await self.server.close()
-            except Exception as exc:  # gathered: close the rest before reporting
-                errors.append(exc)
+            closers.append(self.server.close)
         if self._own_turn and isinstance(self.turn, TurnServer):
+            closers.append(self.turn.close)
+        for close in closers:
             try:
-                await self.turn.close()
+                await close()
             except Exception as exc:  # gathered: close the rest before reporting
                 errors.append(exc)
         for error in errors:
