@@ -131,12 +131,7 @@ def run_one(kind: str, args: argparse.Namespace, node: str) -> dict[str, Any]:
             sampler.stop()
         wall = time.monotonic() - started
         result_cpu = (cpu_seconds(server.pid) - cpu0) / wall
-        lines = gen.stdout.strip().splitlines()
-        if not lines:
-            raise RuntimeError(f"load generator failed: {gen.stderr.strip()[-2000:]}")
-        result: dict[str, Any] = json.loads(lines[-1])
-        if "error" in result:
-            raise RuntimeError(f"load generator: {result['error']}")
+        result = bs.loadgen_result(gen)
         time.sleep(1.0)  # the server notices the closed sockets
         if server.poll() is not None:
             raise RuntimeError(f"{kind} server exited during the run (code {server.returncode})")

@@ -89,6 +89,17 @@ def serve_webrtclab(**options: Any) -> None:
     uvloop.run(main())
 
 
+def loadgen_result(gen: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The JSON summary the load generator printed last; raises if it failed."""
+    lines = gen.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"load generator failed: {gen.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    if "error" in result:
+        raise RuntimeError(f"load generator: {result['error']}")
+    return result
+
+
 # --- orchestration --------------------------------------------------------------------------
 
 
@@ -207,12 +218,7 @@ def run_one(kind: str, clients: int, args: argparse.Namespace, node: str) -> dic
             preexec_fn=_pin(1 if pin else None),
             cwd=HERE,
         )
-        lines = gen.stdout.strip().splitlines()
-        if not lines:
-            raise RuntimeError(f"load generator failed: {gen.stderr.strip()[-2000:]}")
-        result: dict[str, Any] = json.loads(lines[-1])
-        if "error" in result:
-            raise RuntimeError(f"load generator: {result['error']}")
+        result = loadgen_result(gen)
         if result["errorCount"]:
             raise RuntimeError(f"{kind}: {result['errorCount']} errors: {result['errors']}")
         if server.poll() is not None:
