@@ -271,6 +271,7 @@ def _short_call_result(tmp_path: Path) -> Any:
 
     rows = [
         (t, peer, remote, direction, kind, 100.0, rtt, 0.0, 1.0, fps, "host", 10, 0, 1000, 10)
+        + (float("nan"),) * 4  # target, rtx, wire, estimate
         for t in (0.5, 1.0)
         for peer, remote in (("alice", "bob"), ("bob", "alice"))
         for direction, rtt in (("send", 1.0), ("recv", float("nan")))

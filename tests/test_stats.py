@@ -13,6 +13,7 @@ import pytest
 
 import webrtclab.stats
 from webrtclab import STATS_COLUMNS, ConfigurationError, StatsSampler
+from webrtclab.cc.control import StreamCounters
 from webrtclab.session import MediaCounter
 from webrtclab.stats import session_rows, to_dataframe
 
@@ -102,6 +103,11 @@ class FakeSession:
         self.counters = {
             (d, k): MediaCounter() for d in ("send", "recv") for k in ("audio", "video")
         }
+        self.rate = SimpleNamespace(counters={k: StreamCounters() for k in ("audio", "video")})
+        self.target_bps: int | None = None
+
+    def send_target_bps(self, kind: str) -> int | None:
+        return self.target_bps
 
     def selected_path(self) -> tuple[str, str, str, str] | None:
         return self.path
@@ -338,7 +344,34 @@ EXPECTED_DTYPES = {
     "packets_lost": "int64",
     "bytes": "int64",
     "frames": "int64",
+    "target_kbps": "float64",
+    "rtx_kbps": "float64",
+    "wire_kbps": "float64",
+    "estimate_kbps": "float64",
 }
+
+
+def test_send_rows_show_target_retransmissions_and_wire() -> None:
+    session, previous = FakeSession(), {}
+    sent = session.rate.counters["video"]
+    session.target_bps = 400_000
+    one_row(session, report(outbound("video", 1000, 10)), 1.0, previous)
+    sent.rtx_bytes, sent.wire_bytes = 500, 4000
+    row = one_row(session, report(outbound("video", 3000, 20)), 2.0, previous)
+    assert row["target_kbps"] == pytest.approx(400.0)
+    assert row["rtx_kbps"] == pytest.approx(4.0)
+    assert row["wire_kbps"] == pytest.approx(32.0)
+    assert row["bitrate_kbps"] == pytest.approx(16.0)  # payload only: the wire is more
+    assert math.isnan(row["estimate_kbps"])
+
+
+def test_recv_rows_show_the_receivers_estimate() -> None:
+    session = FakeSession()
+    row = one_row(session, report(inbound("video", 10)), 1.0)
+    assert math.isnan(row["estimate_kbps"]) and math.isnan(row["wire_kbps"])
+    session.counters[("recv", "video")].estimate_bps = 250_000
+    row = one_row(session, report(inbound("video", 20)), 2.0)
+    assert row["estimate_kbps"] == pytest.approx(250.0)
 
 
 def test_stats_columns() -> None:

@@ -22,6 +22,12 @@ Chrome rows differ from aiortc rows where libwebrtc measures more:
 * ``frames_per_s``: libwebrtc's ``framesPerSecond`` (encoded, or decoded); NaN for audio.
 * ``jitter_ms``: libwebrtc reports seconds.  ``loss_fraction`` on send rows is the
   remote's ``fractionLost`` (already 0-1).
+* ``target_kbps``: outbound-rtp ``targetBitrate`` (the encoder target Chrome's
+  congestion control set); ``rtx_kbps``: ``retransmittedBytesSent`` deltas;
+  ``wire_kbps``: ``bytesSent`` + ``headerBytesSent`` deltas (payload, headers and
+  padding; libwebrtc does not count the SRTP tag that aiortc rows include);
+  ``estimate_kbps`` (recv): the candidate pair's ``availableIncomingBitrate`` where
+  Chrome still reports it.
 """
 
 from __future__ import annotations
@@ -198,6 +204,8 @@ class _Previous:
     bytes: int
     packets: int
     lost: int
+    rtx_bytes: int = 0
+    wire_bytes: int = 0
 
 
 class BrowserPeer:
@@ -601,15 +609,28 @@ def browser_rows(
             prev = previous.get(key)
             if prev is not None and (prev.ids != ids or nbytes < prev.bytes):
                 prev = None  # a new connection (a recovery): its counters start over
-            bitrate = NAN
+            rtx_bytes = _total(stats, "retransmittedBytesSent") if sending else 0
+            wire_bytes = nbytes + _total(stats, "headerBytesSent") if sending else 0
+            bitrate = rtx_kbps = wire_kbps = NAN
             if prev is not None and timestamp > prev.timestamp_ms:
-                bitrate = (nbytes - prev.bytes) * 8 / (timestamp - prev.timestamp_ms)  # kbit/s
+                elapsed_ms = timestamp - prev.timestamp_ms
+                bitrate = (nbytes - prev.bytes) * 8 / elapsed_ms  # kbit/s
+                if sending:
+                    rtx_kbps = (rtx_bytes - prev.rtx_bytes) * 8 / elapsed_ms
+                    wire_kbps = (wire_bytes - prev.wire_bytes) * 8 / elapsed_ms
+            target = estimate = NAN
+            if sending:
+                targets = [t for t in (_number(s.get("targetBitrate")) for s in stats) if t]
+                target = sum(targets) / 1000 if targets else NAN
+            elif pair is not None:
+                incoming = _number(pair.get("availableIncomingBitrate"))
+                estimate = incoming / 1000 if incoming is not None else NAN
             if not sending:
                 # Loss over the interval, as on aiortc recv rows.
                 base_packets, base_lost = (prev.packets, prev.lost) if prev else (0, 0)
                 expected = (packets - base_packets) + (lost - base_lost)
                 loss = max(0.0, (lost - base_lost) / expected) if expected > 0 else NAN
-            previous[key] = _Previous(ids, timestamp, nbytes, packets, lost)
+            previous[key] = _Previous(ids, timestamp, nbytes, packets, lost, rtx_bytes, wire_bytes)
             rows.append(
                 (
                     now,
@@ -627,6 +648,10 @@ def browser_rows(
                     lost,
                     nbytes,
                     frames,
+                    target,
+                    rtx_kbps,
+                    wire_kbps,
+                    estimate,
                 )
             )
     return rows

@@ -34,6 +34,8 @@ from aiortc.contrib.media import MediaRelay
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ._tasks import cancel_and_wait
+from .cc.control import CongestionControl, parse_congestion_control
+from .compat.aiortc import enable_transport_cc
 from .events import EventLog
 from .exceptions import ConfigurationError, LabTimeoutError, SignalingError
 from .loopback import LOOPBACK
@@ -113,6 +115,10 @@ class Peer(AsyncIOEventEmitter):
         restart).  Of two peers that had a session, the one with the lower user id
         makes the new offer, so that both do not; a first contact follows the seed
         (the newcomer offers).
+    :param congestion_control: ``"gcc"`` (the default: Google Congestion Control on
+        transport-wide feedback, a pacer, bounded retransmissions), ``"remb"`` (aiortc
+        as it ships), ``"none"`` (no adaptation), ``"fixed:<bps>"``, or a
+        :class:`~webrtclab.cc.CongestionControl`.
     """
 
     def __init__(
@@ -128,6 +134,7 @@ class Peer(AsyncIOEventEmitter):
         close_timeout: float = 5.0,
         reconnect: Backoff | None = Backoff(),
         reestablish: bool = True,
+        congestion_control: str | CongestionControl | None = None,
     ) -> None:
         super().__init__()
         if not user_id or len(user_id) > m.MAX_ID_LENGTH:
@@ -143,6 +150,9 @@ class Peer(AsyncIOEventEmitter):
                 f'peer "{user_id}" cannot be relay-only without a TURN server in ice_servers'
             )
         self.relay_only = relay_only
+        #: how this peer's connections adapt their send rate (see :mod:`webrtclab.cc`)
+        self.congestion_control = parse_congestion_control(congestion_control)
+        enable_transport_cc()
         self.echo_chat = echo_chat
         self.events = events or EventLog()
         self.close_timeout = close_timeout

@@ -1,7 +1,9 @@
 """Matplotlib plots of lab stats and results (no pyplot state: safe in scripts, CI, notebooks).
 
 Every function returns a :class:`~matplotlib.figure.Figure` (a notebook shows it when it
-is a cell's value) and saves a PNG when given a ``path``.
+is a cell's value) and saves a PNG when given a ``path``.  Importing this module inside
+a Jupyter kernel lets the kernel show any Figure as a picture without pyplot (see
+:mod:`webrtclab._display`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ._display import register as _register_display
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -29,6 +32,8 @@ _CONDITION_STYLE: dict[str, Any] = {
     "drawstyle": "steps-post",
 }
 _CONDITION_KEYS = ["delay_ms", "jitter_ms", "loss", "rate_kbps"]
+
+_register_display()  # in a Jupyter kernel, a Figure as a cell's value shows as a PNG
 
 
 def plot_timeline(

@@ -15,7 +15,16 @@ from aiortc.sdp import candidate_from_sdp
 
 from .exceptions import ProtocolError
 
-__all__ = ["filter_candidates", "is_loopback", "parse_candidate", "sdp_candidates"]
+__all__ = [
+    "filter_candidates",
+    "is_loopback",
+    "parse_candidate",
+    "sdp_candidates",
+    "strip_transport_cc",
+]
+
+# draft-holmer-rmcat-transport-wide-cc-extensions-01: the header extension and feedback.
+TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 def parse_candidate(text: str) -> RTCIceCandidate:
@@ -66,3 +75,19 @@ def filter_candidates(sdp: str, keep: Callable[[RTCIceCandidate], bool]) -> str:
                 continue
         lines.append(line)
     return "\r\n".join(lines) + "\r\n"
+
+
+def strip_transport_cc(sdp: str) -> str:
+    """``sdp`` without transport-wide congestion control (its extmap and ``transport-cc``).
+
+    What a description does not hold is not negotiated: a peer that uses REMB or no
+    congestion control strips both from what it sends and from what it applies.
+    """
+    lines = sdp.splitlines(keepends=True)
+    kept = [
+        line
+        for line in lines
+        if not (line.startswith("a=extmap:") and TWCC_URI in line)
+        and not (line.startswith("a=rtcp-fb:") and line.rstrip().endswith(" transport-cc"))
+    ]
+    return "".join(kept)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,12 +25,18 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 
 from ._tasks import cancel_and_wait
+from .cc.control import RateControl
+from .compat.aiortc import (
+    ConnectionHooks,
+    encoder_target,
+    end_unstarted_track,
+    nominated_pair,
+)
 from .exceptions import ConfigurationError
 from .loopback import gather_on
-from .sdp import filter_candidates, parse_candidate
+from .sdp import filter_candidates, parse_candidate, strip_transport_cc
 from .signaling import messages as m
 
 if TYPE_CHECKING:
@@ -56,6 +61,8 @@ class MediaCounter:
     frames: int = 0
     bytes: int = 0
     packets: int = 0
+    #: recv: the receiver's own bandwidth estimate (REMB), where it makes one
+    estimate_bps: int | None = None
 
 
 class _CountingTrack(MediaStreamTrack):
@@ -107,6 +114,14 @@ class PeerSession:
             (d, k): MediaCounter() for d in ("send", "recv") for k in ("audio", "video")
         }
         self.last_video_frame: av.VideoFrame | None = None
+        #: the rate control of this connection (see :mod:`webrtclab.cc`)
+        self.rate = RateControl(peer.congestion_control)
+        self.hooks = ConnectionHooks(
+            self.pc,
+            self.rate,
+            received={k: self.counters[("recv", k)] for k in ("audio", "video")},
+            on_rtt=self._on_rtt,
+        )
         # (lab time s, kind, ms): the RTT of every RTCP report, unsmoothed.
         self.rtt_samples: list[tuple[float, str, float]] = []
         self.chat_log: list[tuple[float, str, dict[str, Any]]] = []
@@ -193,8 +208,13 @@ class PeerSession:
 
     async def _set_local(self, description: RTCSessionDescription) -> None:
         self._guard_ice()
+        if not self.rate.settings.uses_twcc:
+            description = RTCSessionDescription(
+                sdp=strip_transport_cc(description.sdp), type=description.type
+            )
         with gather_on(self.peer.host_addresses):
             await self.pc.setLocalDescription(description)
+        self.hooks.install()
 
     def _guard_ice(self) -> None:
         """Ignore ICE checks that come from addresses this peer does not accept.
@@ -231,59 +251,20 @@ class PeerSession:
 
     async def _set_remote(self, description: RTCSessionDescription) -> None:
         sdp = filter_candidates(description.sdp, self.peer.accepts_candidate)
+        if not self.rate.settings.uses_twcc:
+            # Not offered or accepted: aiortc negotiates what both descriptions hold.
+            sdp = strip_transport_cc(sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=description.type))
-        self._count_received_bytes()
-        self._record_rtt()
+        # Before aiortc's connect task runs (it starts the senders and receivers).
+        self.hooks.install()
         pending, self._pending = self._pending, []
         for candidate in pending:
             await self.pc.addIceCandidate(candidate)
 
-    def _count_received_bytes(self) -> None:
-        # aiortc has no per-stream bytesReceived: count RTP payload bytes as the
-        # receiver gets them (retransmissions included, as the spec's counter).
-        for transceiver in self.pc.getTransceivers():
-            receiver = transceiver.receiver
-            if getattr(receiver, "_webrtclab_counted", False):
-                continue
-            counter = self.counters[("recv", transceiver.kind)]
-            original = receiver._handle_rtp_packet
-
-            async def counted(
-                packet: Any, arrival_time_ms: int, _orig: Any = original, _c: MediaCounter = counter
-            ) -> None:
-                _c.bytes += len(packet.payload)
-                _c.packets += 1
-                await _orig(packet, arrival_time_ms=arrival_time_ms)
-
-            receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
-            receiver._webrtclab_counted = True  # type: ignore[attr-defined]
-
-    def _record_rtt(self) -> None:
+    def _on_rtt(self, kind: str, rtt_s: float) -> None:
         # aiortc's roundTripTime keeps 85 % of its last value at each report, so a
-        # change takes ~10 s to show; keep each report's own RTT too, computed as
-        # aiortc does (RFC 3550 section 6.4.1: now - LSR time - DLSR).
-        now = self.peer.events.clock.now
-        for transceiver in self.pc.getTransceivers():
-            sender = transceiver.sender
-            if getattr(sender, "_webrtclab_rtt", False):
-                continue
-            original = sender._handle_rtcp_packet
-            kind = transceiver.kind
-
-            async def recorded(
-                packet: Any, _orig: Any = original, _s: Any = sender, _k: str = kind
-            ) -> None:
-                lsr_time = getattr(_s, "_RTCRtpSender__lsr_time", None)
-                if lsr_time is not None and isinstance(packet, RtcpRrPacket | RtcpSrPacket):
-                    lsr = getattr(_s, "_RTCRtpSender__lsr", None)
-                    for report in packet.reports:
-                        if report.ssrc == _s._ssrc and report.lsr == lsr and report.dlsr:
-                            rtt = time.time() - lsr_time - report.dlsr / 65536
-                            self.rtt_samples.append((now(), _k, rtt * 1000))
-                await _orig(packet)
-
-            sender._handle_rtcp_packet = recorded  # type: ignore[method-assign]
-            sender._webrtclab_rtt = True  # type: ignore[attr-defined]
+        # change takes ~10 s to show; keep each report's own RTT too.
+        self.rtt_samples.append((self.peer.events.clock.now(), kind, rtt_s * 1000))
 
     # --- events ---------------------------------------------------------------------------
 
@@ -419,14 +400,23 @@ class PeerSession:
 
     # --- introspection and teardown ---------------------------------------------------------
 
+    def send_target_bps(self, kind: str) -> int | None:
+        """The target of the ``kind`` stream this session sends (bit/s), if it has one."""
+        if self.rate.settings.lab_sender:
+            return self.rate.target_of(kind)
+        for sender in self.pc.getSenders():
+            if sender.kind == kind:
+                return encoder_target(sender)
+        return None
+
     def selected_path(self) -> tuple[str, str, str, str] | None:
         """(local type, local address, remote type, remote address) of the nominated pair."""
         for transceiver in self.pc.getTransceivers():
-            pair = _nominated_pair(transceiver.receiver.transport)
+            pair = nominated_pair(transceiver.receiver.transport)
             if pair is not None:
                 return pair
         sctp = self.pc.sctp
-        return _nominated_pair(sctp.transport) if sctp is not None else None
+        return nominated_pair(sctp.transport) if sctp is not None else None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -448,6 +438,7 @@ class PeerSession:
 
     async def _close(self, timeout: float) -> None:
         await cancel_and_wait(*self._tasks)
+        await self.hooks.close()
         try:
             async with asyncio.timeout(timeout):
                 await self.pc.close()
@@ -457,19 +448,5 @@ class PeerSession:
         # got that far): a session closed while still connecting (a re-establishment
         # during an outage) would leave our relay's reader waiting forever.
         for track in self.received.values():
-            queue = getattr(track, "_queue", None)
-            if track.readyState == "live" and isinstance(queue, asyncio.Queue):
-                queue.put_nowait(None)
+            end_unstarted_track(track)
         self.connected.clear()
-
-
-def _nominated_pair(dtls: Any) -> tuple[str, str, str, str] | None:
-    try:
-        connection = dtls.transport._connection
-        pair = connection._nominated.get(1)
-    except AttributeError:
-        return None
-    if pair is None:
-        return None
-    local, remote = pair.local_candidate, pair.remote_candidate
-    return (local.type, f"{local.host}:{local.port}", remote.type, f"{remote.host}:{remote.port}")

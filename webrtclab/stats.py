@@ -28,6 +28,14 @@ One row per (time, peer, remote, direction, kind).  Columns (units in names):
 ``packets_lost``    cumulative packets lost (send: as the remote reports; recv: inbound-rtp)
 ``bytes``           cumulative payload bytes (sent, or received)
 ``frames``          cumulative frames (encoded, or decoded)
+``target_kbps``     send: the rate controller's target for the stream (its encoder's
+                    target under ``"remb"``); recv: NaN
+``rtx_kbps``        send: retransmitted RTP payload (RTX packets); recv: NaN
+``wire_kbps``       send: everything the stream put on the network (SRTP packets: media,
+                    retransmissions, padding, RTP headers and extensions, auth tag; not
+                    the UDP/IP headers); recv: NaN
+``estimate_kbps``   recv: the receiver's own bandwidth estimate where it computes one
+                    (REMB under ``"remb"``); NaN otherwise
 ==================  =====================================================================
 """
 
@@ -44,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from ._tasks import cancel_and_wait
+from .compat.aiortc import media_stream_stats
 from .events import LabClock
 from .exceptions import ConfigurationError
 
@@ -71,6 +80,10 @@ STATS_COLUMNS = [
     "packets_lost",
     "bytes",
     "frames",
+    "target_kbps",
+    "rtx_kbps",
+    "wire_kbps",
+    "estimate_kbps",
 ]
 _DTYPES = {
     "time_s": "float64",
@@ -88,6 +101,10 @@ _DTYPES = {
     "packets_lost": "int64",
     "bytes": "int64",
     "frames": "int64",
+    "target_kbps": "float64",
+    "rtx_kbps": "float64",
+    "wire_kbps": "float64",
+    "estimate_kbps": "float64",
 }
 # lab.rtt_samples() and the results' "rtt" table: one row per RTCP report, unsmoothed.
 RTT_COLUMNS = ["time_s", "peer", "remote", "kind", "rtt_ms"]
@@ -112,6 +129,8 @@ class _Previous:
     packets: int = 0
     lost: int = 0
     frames: int = 0
+    rtx_bytes: int = 0
+    wire_bytes: int = 0
 
 
 def _clock_rates(session: PeerSession) -> dict[str, int]:
@@ -124,21 +143,14 @@ def _clock_rates(session: PeerSession) -> dict[str, int]:
 
 
 def _media_streams(session: PeerSession) -> dict[str, list[Any]]:
-    """Receive statistics of the media SSRCs, by kind, read from aiortc's receivers.
+    """Receive statistics of the media SSRCs (not RTX), by kind.
 
-    aiortc's getStats gives every SSRC of a receiver the same inbound-rtp id, so once
-    retransmissions (RTX, another SSRC) arrive, their counters replace the media
-    stream's in the report.  The receiver keeps both; we take the media ones.  Falls
-    back to the report (empty result) where aiortc's internals differ.
+    The report's inbound-rtp counters are those of whichever SSRC came last (see
+    :func:`~webrtclab.compat.aiortc.media_stream_stats`); empty where unavailable.
     """
     found: dict[str, list[Any]] = {}
     for transceiver in session.pc.getTransceivers():
-        receiver = getattr(transceiver, "receiver", None)
-        streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
-        rtx = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None)
-        if not isinstance(streams, dict) or not isinstance(rtx, dict):
-            continue
-        media = [stream for ssrc, stream in streams.items() if ssrc not in rtx]
+        media = media_stream_stats(getattr(transceiver, "receiver", None))
         if media:
             found.setdefault(transceiver.kind, []).extend(media)
     return found
@@ -182,7 +194,15 @@ def session_rows(
         prev = previous.get((direction, kind)) or _Previous(time_s=session.created_s)
         dt = max(now - prev.time_s, 1e-6)
         frames = counter.frames
+        rtx_bytes = wire_bytes = 0
+        target = rtx_kbps = wire_kbps = estimate = NAN
         if direction == "send":
+            sent = session.rate.counters[kind]
+            rtx_bytes, wire_bytes = sent.rtx_bytes, sent.wire_bytes
+            rtx_kbps = (rtx_bytes - prev.rtx_bytes) * 8 / dt / 1000
+            wire_kbps = (wire_bytes - prev.wire_bytes) * 8 / dt / 1000
+            target_bps = session.send_target_bps(kind)
+            target = target_bps / 1000 if target_bps is not None else NAN
             nbytes, packets = int(acc["bytes"]), int(acc["packets"])
             remote = remote_in.get(kind)
             if remote is not None:
@@ -195,6 +215,8 @@ def session_rows(
                 lost = 0
         else:
             nbytes, packets, lost = counter.bytes, int(acc["packets"]), int(acc["lost"])
+            if counter.estimate_bps is not None:
+                estimate = counter.estimate_bps / 1000
             rtt = NAN
             expected = (packets - prev.packets) + (lost - prev.lost)
             loss = max(0.0, (lost - prev.lost) / expected) if expected > 0 else NAN
@@ -216,9 +238,15 @@ def session_rows(
                 lost,
                 nbytes,
                 frames,
+                target,
+                rtx_kbps,
+                wire_kbps,
+                estimate,
             )
         )
-        previous[(direction, kind)] = _Previous(now, nbytes, packets, lost, frames)
+        previous[(direction, kind)] = _Previous(
+            now, nbytes, packets, lost, frames, rtx_bytes, wire_bytes
+        )
     return rows
 
 

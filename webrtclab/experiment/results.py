@@ -257,8 +257,9 @@ def _read_journal(path: Path, columns: list[str]) -> list[list[Any]]:
                 row = json.loads(line)
             except ValueError:
                 break  # the line being written when the process died
-            if isinstance(row, list) and len(row) == len(columns):
-                rows.append(row)
+            # Folders written before a table gained columns have shorter rows.
+            if isinstance(row, list) and 0 < len(row) <= len(columns):
+                rows.append(row + [None] * (len(columns) - len(row)))
     return rows
 
 
@@ -273,7 +274,12 @@ def _load_table(out: Path, table: str) -> pd.DataFrame:
             row[:] = [math.nan if v is None else v for v in row]
         return _frame(table, rows)
     if parquet.exists():
-        return pd.read_parquet(parquet)
+        frame = pd.read_parquet(parquet)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            # Written before the table gained these columns: they were not measured.
+            frame = pd.concat([frame, _frame(table, [])[missing]], axis=1)
+        return frame
     return _frame(table, [])
 
 

@@ -105,7 +105,9 @@ async def run_scenario(
     try:
         async with lab:
             for spec in scenario.peers:
-                await lab.add_peer(spec.name, media=spec.media)
+                await lab.add_peer(
+                    spec.name, media=spec.media, congestion_control=spec.congestion_control
+                )
             await lab.wait_connected()
             lab.events.add("", "", "call-start", scenario.name)
             start = lab.clock.now()

@@ -14,6 +14,7 @@ Example ``call.toml``::
 
     [[peers]]
     name = "bob"
+    congestion_control = "gcc"  # or "remb", "none", "fixed:800000"
 
     [link]                    # every pair, both directions (see webrtclab.netem)
     preset = "3g"
@@ -57,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cc.control import CongestionControl, parse_congestion_control
 from ..exceptions import ConfigurationError
 from ..media import MediaSpec
 from ..netem.conditions import LinkConditions, Schedule, link_from_mapping, parse_schedule
@@ -77,7 +79,7 @@ _TOP_KEYS = {
     "quality",
     "turn",
 }
-_PEER_KEYS = {"name", "video", "audio", "width", "height", "fps"}
+_PEER_KEYS = {"name", "video", "audio", "width", "height", "fps", "congestion_control"}
 _SWITCH_KEYS = {"at_s", "peer", "source"}
 _RECORD_KEYS = {"peer", "remote", "format"}
 _TRAFFIC_KEYS = {"chat_interval_s", "cursor_rate_hz"}
@@ -93,6 +95,8 @@ class PeerSpec:
 
     name: str
     media: MediaSpec = field(default_factory=MediaSpec)
+    #: "gcc" (the default), "remb", "none" or "fixed:<bps>" (see webrtclab.cc)
+    congestion_control: CongestionControl = field(default_factory=CongestionControl)
 
 
 @dataclass(frozen=True)
@@ -331,7 +335,12 @@ def _peer(raw: Any, index: int, seed: int) -> PeerSpec:
     media = MediaSpec(
         video=video, audio=audio, width=width, height=height, fps=fps, seed=seed * 1000 + index
     )
-    return PeerSpec(name, media)
+    control = raw.get("congestion_control", "gcc")
+    try:
+        congestion_control = parse_congestion_control(control)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"peers[{index}].congestion_control: {exc}") from None
+    return PeerSpec(name, media, congestion_control)
 
 
 def _schedules(steps: Any) -> dict[str, Schedule]:

@@ -24,6 +24,9 @@ SUMMARY_METRICS = [
     "psnr_db_mean",
     "cursor_latency_ms_p50",
     "cursor_loss_fraction",
+    "send_target_kbps_mean",
+    "send_wire_kbps_mean",
+    "send_rtx_kbps_mean",
 ]
 
 
@@ -49,7 +52,8 @@ def summarize(result: Result) -> dict[str, float]:
     ``rtt_ms_median``: send rows' RTT; ``recv_kbps_mean``: received video bitrate;
     ``loss_fraction``: mean receive-side loss; ``recv_fps``: received video frame rate;
     frame latency percentiles, freeze count and mean PSNR from the frames table;
-    cursor latency and loss from the messages table.
+    cursor latency and loss from the messages table; the video senders' target,
+    wire and retransmission rates (``send_*_kbps_mean``, summed over senders).
     """
     stats = steady(result.stats)
     send = stats[stats["direction"] == "send"] if not stats.empty else stats
@@ -70,6 +74,18 @@ def summarize(result: Result) -> dict[str, float]:
         "cursor_latency_ms_p50": math.nan,
         "cursor_loss_fraction": math.nan,
     }
+    sent = send[send["kind"] == "video"] if not send.empty else send
+    for column, metric in (
+        ("target_kbps", "send_target_kbps_mean"),
+        ("wire_kbps", "send_wire_kbps_mean"),
+        ("rtx_kbps", "send_rtx_kbps_mean"),
+    ):
+        if sent.empty or column not in sent:
+            out[metric] = math.nan
+        else:
+            # Mean per sample time, summed over the video senders of that time.
+            per_time = sent.groupby("time_s")[column].sum(min_count=1)
+            out[metric] = _f(per_time.mean())
     if not frames.empty:
         latency = frames["latency_ms"].dropna()
         if not latency.empty:

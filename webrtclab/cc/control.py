@@ -1,0 +1,244 @@
+"""What steers a connection's send rate: the choice per peer, and the per-connection state.
+
+:class:`CongestionControl` is the choice a user makes (``"gcc"``, ``"remb"``,
+``"none"``, ``"fixed:<bps>"``) with the encoder ranges; :class:`RateControl` is one
+connection's controller state: the estimators, the target and its split between audio
+and video, and the recovery policies.  It does no I/O: the aiortc seam
+(:mod:`webrtclab.compat.aiortc`) feeds it packets and feedback and applies its targets.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from ..exceptions import ConfigurationError
+from .gcc import GccController
+from .pacer import Pacer
+from .recovery import KeyframeThrottle, NackPolicy, RtxGuard
+from .twcc import SendHistory, TransportFeedback
+
+__all__ = ["MODES", "CongestionControl", "RateControl", "parse_congestion_control"]
+
+Mode = Literal["gcc", "remb", "none", "fixed"]
+MODES: tuple[str, ...] = ("gcc", "remb", "none", "fixed")
+
+# Audio's share of the target, within its range (libwebrtc's bitrate allocator gives
+# audio its configured rate first; Opus speech is fine from ~16 kbit/s).
+AUDIO_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class CongestionControl:
+    """How a peer adapts its send rate.
+
+    ``mode``: ``"gcc"`` (Google Congestion Control on transport-wide feedback, the
+    default), ``"remb"`` (aiortc as it ships: receiver-side REMB, its VP8 clamp and
+    encoder rebuilds), ``"none"`` (no adaptation: encoders at ``fixed_bps``),
+    ``"fixed"`` (the lab's encoders and pacer held at ``fixed_bps``).
+    """
+
+    mode: Mode = "gcc"
+    #: start, and the bounds of the total target (bit/s)
+    start_bps: int = 300_000
+    min_bps: int = 50_000
+    max_bps: int = 2_500_000
+    #: encoder ranges (bit/s): the video floor lets video through a 150 kbit/s link
+    video_min_bps: int = 30_000
+    video_max_bps: int = 2_500_000
+    audio_min_bps: int = 16_000
+    audio_max_bps: int = 64_000
+    #: the rate of ``"none"`` and ``"fixed"`` (video; audio takes its maximum)
+    fixed_bps: int = 1_000_000
+    #: pacing rate as a multiple of the target; retransmissions' share of the target
+    pacing_factor: float = 2.5
+    rtx_share: float = 0.25
+    #: how often the receiver sends transport-wide feedback (s)
+    feedback_interval_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigurationError(
+                f"congestion control must be one of {', '.join(MODES)}, got {self.mode!r}"
+            )
+        pairs = (
+            ("min_bps", self.min_bps, "max_bps", self.max_bps),
+            ("video_min_bps", self.video_min_bps, "video_max_bps", self.video_max_bps),
+            ("audio_min_bps", self.audio_min_bps, "audio_max_bps", self.audio_max_bps),
+        )
+        for low_name, low, high_name, high in pairs:
+            if not 1000 <= low <= high:
+                raise ConfigurationError(
+                    f"{low_name}={low} and {high_name}={high}: need 1000 <= {low_name} "
+                    f"<= {high_name}"
+                )
+        if not self.min_bps <= self.start_bps <= self.max_bps:
+            raise ConfigurationError(
+                f"start_bps={self.start_bps} is outside [{self.min_bps}, {self.max_bps}]"
+            )
+        if self.fixed_bps < 1000:
+            raise ConfigurationError(f"fixed_bps must be at least 1000, got {self.fixed_bps}")
+        if not 1.0 <= self.pacing_factor <= 10.0:
+            raise ConfigurationError(f"pacing_factor must be in [1, 10], got {self.pacing_factor}")
+        if not 0.0 <= self.rtx_share <= 1.0:
+            raise ConfigurationError(f"rtx_share must be in [0, 1], got {self.rtx_share}")
+        if not 0.01 <= self.feedback_interval_s <= 1.0:
+            raise ConfigurationError(
+                f"feedback_interval_s must be in [0.01, 1] s, got {self.feedback_interval_s}"
+            )
+
+    @property
+    def uses_twcc(self) -> bool:
+        """Whether the lab's sender path (pacer, feedback, bounded recovery) is in use."""
+        return self.mode in ("gcc", "fixed")
+
+    @property
+    def lab_sender(self) -> bool:
+        """Whether the lab's encoders and pacer replace aiortc's sending loop."""
+        return self.mode != "remb"
+
+    def __str__(self) -> str:
+        return f"fixed:{self.fixed_bps}" if self.mode == "fixed" else self.mode
+
+
+_FIXED = re.compile(r"fixed:(\d+)(k?)")
+
+
+def parse_congestion_control(spec: str | CongestionControl | None) -> CongestionControl:
+    """``"gcc"``, ``"remb"``, ``"none"``, ``"fixed:800000"`` (or ``"fixed:800k"``)."""
+    if spec is None:
+        return CongestionControl()
+    if isinstance(spec, CongestionControl):
+        return spec
+    if not isinstance(spec, str):
+        raise ConfigurationError(
+            f"congestion_control must be a string or CongestionControl, got {spec!r}"
+        )
+    text = spec.strip().lower()
+    match = _FIXED.fullmatch(text)
+    if match is not None:
+        bps = int(match.group(1)) * (1000 if match.group(2) else 1)
+        return CongestionControl(
+            mode="fixed", fixed_bps=bps, start_bps=max(50_000, min(bps, 2_500_000))
+        )
+    if text in ("gcc", "remb", "none"):
+        return CongestionControl(mode=text)  # type: ignore[arg-type]
+    raise ConfigurationError(
+        f"unknown congestion control {spec!r}: use gcc, remb, none or fixed:<bps>"
+    )
+
+
+@dataclass
+class StreamCounters:
+    """What one sending stream (by kind) put on the network, cumulative."""
+
+    media_packets: int = 0
+    rtx_packets: int = 0
+    rtx_bytes: int = 0  # retransmitted RTP payload
+    wire_bytes: int = 0  # SRTP packets as sent: headers, payload, padding, auth tag
+    wire_packets: int = 0
+
+
+@dataclass
+class RateControl:
+    """One connection's rate control state (no I/O; see :mod:`webrtclab.compat.aiortc`)."""
+
+    settings: CongestionControl = field(default_factory=CongestionControl)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.gcc = GccController(start_bps=s.start_bps, min_bps=s.min_bps, max_bps=s.max_bps)
+        self.history = SendHistory()
+        self.pacer = Pacer(target_bps=self._initial_target(), pacing_factor=s.pacing_factor)
+        self.rtx = {"audio": RtxGuard(share=s.rtx_share), "video": RtxGuard(share=s.rtx_share)}
+        self.keyframes = KeyframeThrottle()
+        self.pli = KeyframeThrottle()
+        self.nack = NackPolicy()
+        self.counters = {"audio": StreamCounters(), "video": StreamCounters()}
+        #: the last REMB the remote sent (bit/s), the last RTT (s)
+        self.remb_bps: int | None = None
+        self.rtt_s: float | None = None
+        #: whether the remote sends transport-wide feedback (negotiated and seen)
+        self.twcc_negotiated = False
+        self.feedback_received = 0
+        #: per-kind encoder target setters, registered by the seam
+        self._encoders: dict[str, Callable[[int], None]] = {}
+        self._targets = self.split(self._initial_target())
+
+    def _initial_target(self) -> int:
+        s = self.settings
+        if s.mode in ("none", "fixed"):
+            return s.fixed_bps + s.audio_max_bps
+        return s.start_bps
+
+    # --- the target ------------------------------------------------------------------
+
+    @property
+    def target_bps(self) -> int:
+        """The total target now (audio and video)."""
+        s = self.settings
+        if s.mode in ("none", "fixed"):
+            return s.fixed_bps + s.audio_max_bps
+        if s.mode == "gcc" and not self.twcc_negotiated and self.remb_bps is not None:
+            # A remote without transport-wide feedback: follow its REMB.
+            return max(s.min_bps, min(self.remb_bps, s.max_bps))
+        return self.gcc.target_bps
+
+    def split(self, total_bps: int) -> dict[str, int]:
+        """The target of each kind: audio its share within its range, video the rest."""
+        s = self.settings
+        if s.mode in ("none", "fixed"):
+            return {"audio": s.audio_max_bps, "video": s.fixed_bps}
+        audio = int(min(s.audio_max_bps, max(s.audio_min_bps, total_bps * AUDIO_SHARE)))
+        video = int(min(s.video_max_bps, max(s.video_min_bps, total_bps - audio)))
+        return {"audio": audio, "video": video}
+
+    def target_of(self, kind: str) -> int:
+        """The current target of ``kind`` (bit/s)."""
+        return self._targets.get(kind, 0)
+
+    def register_encoder(self, kind: str, setter: Callable[[int], None]) -> None:
+        """Call ``setter(bps)`` with ``kind``'s target now and at every change."""
+        self._encoders[kind] = setter
+        setter(self.target_of(kind))
+
+    def _apply(self) -> None:
+        total = self.target_bps
+        self.pacer.set_target(total)
+        targets = self.split(total)
+        for kind, bps in targets.items():
+            if bps != self._targets.get(kind):
+                setter = self._encoders.get(kind)
+                if setter is not None:
+                    setter(bps)
+        self._targets = targets
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def on_feedback(self, feedback: TransportFeedback) -> None:
+        """Transport-wide feedback from the remote receiver."""
+        self.twcc_negotiated = True
+        self.feedback_received += 1
+        results = self.history.on_feedback(feedback)
+        if results and self.settings.mode == "gcc":
+            self.gcc.on_feedback(results, self.clock())
+            self._apply()
+
+    def on_rtt(self, rtt_s: float) -> None:
+        """An RTT sample from an RTCP report."""
+        self.rtt_s = rtt_s
+        self.gcc.on_rtt(rtt_s)
+
+    def on_remb(self, bps: int) -> None:
+        """A REMB from the remote (used when it sends no transport-wide feedback)."""
+        self.remb_bps = bps
+        if self.settings.mode == "gcc" and not self.twcc_negotiated:
+            self._apply()
+
+    def with_settings(self, **changes: object) -> CongestionControl:
+        """The settings with ``changes`` (validated)."""
+        return replace(self.settings, **changes)  # type: ignore[arg-type]
