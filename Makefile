@@ -42,7 +42,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP)
-	$(PY) -m pytest -q tests notebooks --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
+	$(PY) -m pytest -q -p nbval_plots tests notebooks --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -1,4 +1,4 @@
-"""The nbval add-on in notebooks/conftest.py fails a notebook whose plots do not show.
+"""The nbval add-on in notebooks/nbval_plots.py fails a notebook whose plots do not show.
 
 nbval runs a small notebook in a subprocess with the add-on as its conftest; each cell
 is a case (a real plot, no picture, an untagged picture, a Figure as text, ...).
@@ -56,7 +56,7 @@ def test_the_notebook_plugin_fails_cells_whose_plots_do_not_show(tmp_path: Path)
         cell.metadata["tags"] = ["nbval-ignore-output", *tags]
         nb.cells.append(cell)
     nbformat.write(nb, tmp_path / "plots.ipynb")
-    shutil.copy(ROOT / "notebooks" / "conftest.py", tmp_path / "conftest.py")
+    shutil.copy(ROOT / "notebooks" / "nbval_plots.py", tmp_path / "conftest.py")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--color=no", "--nbval"]
         + ["--nbval-current-env", "--junitxml=report.xml", "plots.ipynb"],

@@ -93,7 +93,7 @@ def plot_cell_problem(item: IPyNbCell) -> str | None:
         # Do not pass silently if nbval stops recording outputs where we read them.
         raise RuntimeError(
             f"{item.nodeid}: nbval recorded no outputs (IPyNbCell.test_outputs); "
-            "notebooks/conftest.py must be updated for this nbval version"
+            "notebooks/nbval_plots.py must be updated for this nbval version"
         )
     cell = item.cell
     where = f"{item.nodeid} (cell id {cell.get('id', '?')})"
