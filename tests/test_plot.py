@@ -39,6 +39,7 @@ def _stats() -> pd.DataFrame:
                     0,
                     int(t * 5e4),
                     int(t * 15),
+                    *[np.nan] * 4,  # target, rtx, wire, estimate
                 )
             )
     return pd.DataFrame(rows, columns=STATS_COLUMNS)

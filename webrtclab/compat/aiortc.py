@@ -170,6 +170,25 @@ class ReceiveCounter(Protocol):
 RttCallback = Callable[[str, float], None]
 
 
+def _skip_past(receiver: RTCRtpReceiver, given_up: list[int]) -> None:
+    """Let aiortc's jitter buffer go on past packets that will not come.
+
+    It assembles frames in sequence order and waits at a hole until 512 packets
+    overflow it (seconds of frozen video); with a bounded number of NACKs, a packet
+    given up must not hold back the frames after it.  Drops whole frames up to the
+    last given-up packet, as the buffer does on overflow; the keyframe requested with
+    the give-up repairs the picture.
+    """
+    buffer = getattr(receiver, _RECEIVER + "jitter_buffer", None)
+    origin = getattr(buffer, "_origin", None)
+    if buffer is None or origin is None:
+        return
+    ahead = [uint16_add(seq, -origin) for seq in given_up]
+    ahead = [d for d in ahead if d < buffer.capacity]
+    if ahead:
+        buffer.smart_remove(max(ahead) + 1)
+
+
 def _rtp_header_length(data: bytes) -> int:
     length = 12 + 4 * (data[0] & 0x0F)
     if data[0] & 0x10 and len(data) >= length + 4:
@@ -525,7 +544,7 @@ class ConnectionHooks:
         async def send_nack(media_ssrc: int, lost: list[int]) -> None:
             self._nack_ssrc[id(receiver)] = media_ssrc
             policy.update(set(lost), time.monotonic())
-            await self._nack_due(receiver, media_ssrc, original_nack)
+            await self._nack_due(receiver, media_ssrc, self._send_nack[id(receiver)])
 
         async def send_pli(media_ssrc: int) -> None:
             if self.control.pli.allow(time.monotonic(), self.control.rtt_s):
@@ -541,6 +560,8 @@ class ConnectionHooks:
         if generator is not None:
             for seq in given_up:
                 generator.missing.discard(seq)
+        if given_up:
+            _skip_past(receiver, given_up)
         if due:
             await send(media_ssrc, due)
         if keyframe:

@@ -1,0 +1,252 @@
+"""Rate adaptation on constrained links: lab peers (gcc, remb, none) and Chrome, one run.
+
+Every call: two members, the emulated link between them (one-way delay, a drop-tail
+queue of 300 ms, a capacity), figures over the steady part of the call from the link's
+own counters (what entered the bottleneck, what its queue dropped, its queueing delay)
+and the receiver's stats.  ``--quick`` shortens every call.
+
+    .venv/bin/python benchmarks/bench_cc.py [--quick] [--no-browser]
+
+Columns: ``in/cap`` bytes entering the link over its capacity; ``drops`` queue drops
+over packets in; ``q p95`` the 95th percentile of the per-sample mean queueing delay;
+``fps`` receiver frame rate over the source's; ``goodput`` received media over the
+smaller of the cap and what the same call sends uncapped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import resource
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from webrtclab import Lab, MediaSpec
+from webrtclab.netem import LinkConditions
+
+SMALL = MediaSpec(width=320, height=240, fps=15, seed=3)
+LARGE = MediaSpec(width=640, height=480, fps=30, seed=3)
+
+
+@dataclass
+class Outcome:
+    name: str
+    cap_kbps: float | None
+    in_kbps: float
+    drops: float
+    queue_p95_ms: float
+    fps_ratio: float
+    recv_kbps: float
+    note: str = ""
+
+
+def _window(links: pd.DataFrame, src: str, since: float, until: float) -> pd.DataFrame:
+    rows = links[(links["src"] == src) & (links["time_s"] >= since) & (links["time_s"] <= until)]
+    return rows
+
+
+def _measure(
+    lab: Lab, sender: str, receiver: str, since: float, until: float, fps: float
+) -> tuple[float, float, float, float, float]:
+    links, stats = lab.links(), lab.stats()
+    rows = _window(links, sender, since, until)
+    first, last = rows.iloc[0], rows.iloc[-1]
+    span = max(float(last["time_s"] - first["time_s"]), 1e-6)
+    packets = max(float(last["packets_in"] - first["packets_in"]), 1.0)
+    in_kbps = float(last["bytes_in"] - first["bytes_in"]) * 8 / span / 1000
+    drops = float(last["dropped_queue"] - first["dropped_queue"]) / packets
+    queue = float(rows["queue_delay_mean_ms"].quantile(0.95))
+    recv = stats[
+        (stats["peer"] == receiver)
+        & (stats["remote"] == sender)
+        & (stats["direction"] == "recv")
+        & (stats["kind"] == "video")
+        & (stats["time_s"] >= since)
+        & (stats["time_s"] <= until)
+    ]
+    return (
+        in_kbps,
+        drops,
+        queue,
+        float(recv["frames_per_s"].mean()) / fps,
+        float(recv["bitrate_kbps"].mean()),
+    )
+
+
+async def lab_call(
+    mode: str, cap: float | None, media: MediaSpec, seconds: float, delay_ms: float = 25
+) -> tuple[Outcome, float]:
+    """A two lab-peer call; (outcome of alice -> bob, CPU seconds of the process)."""
+    link = LinkConditions(delay_ms=delay_ms, rate_kbps=cap, queue_ms=300 if cap else None)
+    cpu0 = time.process_time()
+    async with Lab(link=link, seed=1) as lab:
+        await lab.add_peer("alice", media=media, congestion_control=mode)
+        await lab.add_peer("bob", media=media, congestion_control=mode)
+        await lab.wait_connected(timeout=30)
+        start = lab.clock.now()
+        await asyncio.sleep(seconds)
+        end = lab.clock.now()
+    cpu = time.process_time() - cpu0
+    since = start + min(10.0, seconds / 2)
+    figures = _measure(lab, "alice", "bob", since, end, media.fps)
+    name = f"lab {mode} {media.width}x{media.height}@{media.fps:g}"
+    return Outcome(name, cap, *figures), cpu
+
+
+async def schedule_call(
+    name: str, steps: list[tuple[float, float]], seconds: float, delay_ms: float
+) -> Lab:
+    """A gcc call whose capacity follows ``steps`` [(at_s, kbit/s)]; returns the closed lab."""
+    first = steps[0][1]
+    link = LinkConditions(delay_ms=delay_ms, rate_kbps=first, queue_ms=300)
+    async with Lab(link=link, seed=1) as lab:
+        await lab.add_peer("alice", media=SMALL)
+        await lab.add_peer("bob", media=SMALL)
+        await lab.wait_connected(timeout=30)
+        start = lab.clock.now()
+        for at_s, kbps in steps[1:]:
+            await asyncio.sleep(max(0.0, start + at_s - lab.clock.now()))
+            lab.set_link(
+                "alice",
+                "bob",
+                LinkConditions(delay_ms=delay_ms, rate_kbps=kbps, queue_ms=300),
+                both=True,
+            )
+        await asyncio.sleep(max(0.0, start + seconds - lab.clock.now()))
+    lab.bench_start = start  # type: ignore[attr-defined]
+    return lab
+
+
+def _rate_between(lab: Lab, since: float, until: float) -> float:
+    rows = _window(lab.links(), "alice", since, until)
+    span = max(float(rows["time_s"].iloc[-1] - rows["time_s"].iloc[0]), 1e-6)
+    return float(rows["bytes_in"].iloc[-1] - rows["bytes_in"].iloc[0]) * 8 / span / 1000
+
+
+async def chrome_call(
+    cap: float | None, seconds: float, send_from_chrome: bool
+) -> dict[str, float]:
+    """Chrome and a lab peer; Chrome's availableOutgoingBitrate and the link."""
+    link = LinkConditions(delay_ms=25, rate_kbps=cap, queue_ms=300 if cap else None)
+    async with Lab(link=link, seed=1) as lab:
+        await lab.add_peer("lab", media=LARGE)
+        await lab.add_browser_peer("chrome", width=640, height=480, fps=30)
+        await lab.wait_connected(timeout=30)
+        start = lab.clock.now()
+        await asyncio.sleep(seconds)
+        end = lab.clock.now()
+        raw = lab.browser_stats()
+    estimate = raw[raw["metric"] == "availableOutgoingBitrate"]
+    reached = estimate[estimate["value"] >= 1_500_000]
+    sender = "chrome" if send_from_chrome else "lab"
+    since = start + min(10.0, seconds / 2)
+    in_kbps, drops, queue, _, recv_kbps = _measure(lab, sender, "lab", since, end, 30)
+    return {
+        "estimate_max_kbps": float(estimate["value"].max() / 1000) if len(estimate) else math.nan,
+        "to_1500_s": float(reached["time_s"].min() - start) if len(reached) else math.inf,
+        "in_kbps": in_kbps,
+        "drops": drops,
+        "queue_p95_ms": queue,
+    }
+
+
+def _table(outcomes: list[Outcome], uncapped: dict[str, float]) -> None:
+    print(
+        f"{'call':34} {'cap':>6} {'in kbps':>8} {'in/cap':>7} {'drops':>7} "
+        f"{'q p95':>7} {'fps':>5} {'goodput':>8}"
+    )
+    for o in outcomes:
+        base = uncapped.get(o.name, math.nan)
+        limit = min(o.cap_kbps, base) if o.cap_kbps else base
+        ratio = o.in_kbps / o.cap_kbps if o.cap_kbps else math.nan
+        print(
+            f"{o.name:34} {o.cap_kbps or 0:6.0f} {o.in_kbps:8.0f} {ratio:7.2f} "
+            f"{o.drops * 100:6.1f}% {o.queue_p95_ms:5.0f}ms {o.fps_ratio:5.2f} "
+            f"{o.recv_kbps / limit if limit else math.nan:8.2f}"
+        )
+
+
+async def main(quick: bool, browser: bool) -> None:
+    seconds = 14.0 if quick else 25.0
+    caps = [300, 500, 1000, 2000]
+    outcomes: list[Outcome] = []
+    uncapped: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for media in (SMALL, LARGE):
+        free, cpu_gcc = await lab_call("gcc", None, media, seconds)
+        uncapped[free.name] = free.recv_kbps
+        outcomes.append(free)
+        for cap in caps:
+            outcome, _ = await lab_call("gcc", cap, media, seconds)
+            outcomes.append(outcome)
+        if media is SMALL:
+            cpu["gcc"] = cpu_gcc
+            remb_free, cpu["remb"] = await lab_call("remb", None, media, seconds)
+            uncapped[remb_free.name] = remb_free.recv_kbps
+            for mode in ("remb", "none"):
+                outcome, _ = await lab_call(mode, 500, media, seconds)
+                uncapped.setdefault(outcome.name, remb_free.recv_kbps)
+                outcomes.append(outcome)
+    print("\nFixed caps (25 ms each way, 300 ms queue; from 10 s on):")
+    _table(outcomes, uncapped)
+    print(
+        f"\nCPU time of an uncapped 320x240 call: gcc {cpu['gcc']:.1f} s, "
+        f"remb {cpu['remb']:.1f} s, ratio {cpu['gcc'] / cpu['remb']:.2f}"
+    )
+
+    # Steps (2000 -> 500 and 500 -> 2000 at 20 s) and RFC 8867 section 5.1.
+    step_at = 10.0 if quick else 20.0
+    down = await schedule_call("down", [(0, 2000), (step_at, 500)], step_at + 10, 25)
+    s0 = down.bench_start  # type: ignore[attr-defined]
+    after = _rate_between(down, s0 + step_at + 3, s0 + step_at + 10)
+    up = await schedule_call("up", [(0, 500), (step_at, 2000)], step_at + 20, 25)
+    u0 = up.bench_start  # type: ignore[attr-defined]
+    reached = _rate_between(up, u0 + step_at + 15, u0 + step_at + 20)
+    print(
+        f"\nStep 2000 -> 500 kbit/s: {after:.0f} kbit/s enters the link 3-10 s after "
+        f"({after / 500:.2f}x the cap)"
+    )
+    print(f"Step 500 -> 2000 kbit/s: {reached:.0f} kbit/s 15-20 s after")
+    scale = 0.25 if quick else 1.0
+    rfc = [(0.0, 1000), (40 * scale, 2500), (60 * scale, 600), (80 * scale, 1000)]
+    var = await schedule_call("rfc8867", rfc, 100 * scale, 50)
+    v0 = var.bench_start  # type: ignore[attr-defined]
+    print(f"\nRFC 8867 5.1 variable capacity (50 ms one way, time x{scale:g}):")
+    bounds = [t for t, _ in rfc] + [100 * scale]
+    for (at, kbps), end in zip(rfc, bounds[1:], strict=False):
+        rate = _rate_between(var, v0 + at + (end - at) / 2, v0 + end)
+        print(
+            f"  {at:5.0f}-{end:5.0f} s  capacity {kbps:5.0f}  sent {rate:6.0f} "
+            f"({rate / kbps:.2f}x, second half of the segment)"
+        )
+
+    if browser:
+        print("\nChrome (640x480@30 fake camera) and a lab peer (640x480@30):")
+        for cap in (None, 2000):
+            figures = await chrome_call(cap, seconds, send_from_chrome=True)
+            print(
+                f"  Chrome -> lab, cap {cap or 'none'}: availableOutgoingBitrate max "
+                f"{figures['estimate_max_kbps']:.0f} kbit/s, >= 1500 after "
+                f"{figures['to_1500_s']:.1f} s; link in {figures['in_kbps']:.0f} kbit/s, "
+                f"drops {figures['drops'] * 100:.1f} %"
+            )
+        chrome = await chrome_call(1000, seconds, send_from_chrome=True)
+        lab_side = await chrome_call(1000, seconds, send_from_chrome=False)
+        print(
+            f"  cap 1000: Chrome sends {chrome['in_kbps']:.0f} kbit/s (q p95 "
+            f"{chrome['queue_p95_ms']:.0f} ms), the lab peer {lab_side['in_kbps']:.0f} "
+            f"kbit/s (q p95 {lab_side['queue_p95_ms']:.0f} ms)"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-browser", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, not args.no_browser))
