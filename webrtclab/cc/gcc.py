@@ -436,7 +436,30 @@ class _LinkCapacity:
         return math.sqrt(self._deviation * self.estimate_kbps)
 
 
-class AimdRateControl:
+class _BoundedRate:
+    """A rate kept within ``[min, max]``: what the delay- and loss-based estimators share."""
+
+    def __init__(self, start_bps: float, min_bps: float, max_bps: float) -> None:
+        self._min = float(min_bps)
+        self._max = float(max_bps)
+        self._bitrate = self._clamp(start_bps)
+
+    def _clamp(self, bitrate_bps: float) -> float:
+        return min(max(float(bitrate_bps), self._min), self._max)
+
+    @property
+    def estimate_bps(self) -> float:
+        """The current rate."""
+        return self._bitrate
+
+    def set_bounds(self, min_bps: float, max_bps: float) -> None:
+        """Change the limits; the estimate is clamped into them."""
+        self._min = float(min_bps)
+        self._max = float(max_bps)
+        self._bitrate = self._clamp(self._bitrate)
+
+
+class AimdRateControl(_BoundedRate):
     """The delay-based rate: AIMD driven by the over-use verdict (draft section 5.5).
 
     libwebrtc aimd_rate_control.cc (ChangeState / ChangeBitrate) and pion
@@ -454,26 +477,13 @@ class AimdRateControl:
     _DEFAULT_RTT_S = 0.2  # libwebrtc kDefaultRtt, until on_rtt says otherwise
 
     def __init__(self, start_bps: float, min_bps: float, max_bps: float) -> None:
-        self._min = float(min_bps)
-        self._max = float(max_bps)
-        self._bitrate = min(max(float(start_bps), self._min), self._max)
+        super().__init__(start_bps, min_bps, max_bps)
         self._latest_throughput = self._bitrate
         self._state: Literal["hold", "increase", "decrease"] = "hold"
         self._last_change_s: float | None = None
         self._last_decrease_s: float | None = None
         self._link = _LinkCapacity()
         self.rtt_s = self._DEFAULT_RTT_S
-
-    @property
-    def estimate_bps(self) -> float:
-        """The current delay-based rate."""
-        return self._bitrate
-
-    def set_bounds(self, min_bps: float, max_bps: float) -> None:
-        """Change the limits; the estimate is clamped into them."""
-        self._min = float(min_bps)
-        self._max = float(max_bps)
-        self._bitrate = min(max(self._bitrate, self._min), self._max)
 
     def set_estimate(self, bitrate_bps: float, now_s: float) -> None:
         """Jump to a rate measured otherwise (a probe), ignoring the acked-rate limit.
@@ -482,7 +492,7 @@ class AimdRateControl:
         exceed 1.5 x acknowledged; later increases then wait for the sender to catch up.
         """
         previous = self._bitrate
-        self._bitrate = min(max(float(bitrate_bps), self._min), self._max)
+        self._bitrate = self._clamp(bitrate_bps)
         self._last_change_s = now_s
         if self._bitrate < previous:
             self._last_decrease_s = now_s
@@ -545,7 +555,7 @@ class AimdRateControl:
             self._state = "hold"  # wait for the queue to drain before increasing
             self._last_change_s = now_s
             self._last_decrease_s = now_s
-        self._bitrate = min(max(new, self._min), self._max)
+        self._bitrate = self._clamp(new)
         return self._bitrate
 
     def _additive_increase_bps_per_s(self) -> float:
@@ -561,7 +571,7 @@ class AimdRateControl:
 # --- loss-based control --------------------------------------------------------------
 
 
-class LossBasedBwe:
+class LossBasedBwe(_BoundedRate):
     """The loss-based rate (draft section 6, pion loss_based_bwe.go, libwebrtc
     send_side_bandwidth_estimation.cc UpdateEstimate).
 
@@ -582,9 +592,7 @@ class LossBasedBwe:
     _START_PHASE_S = 2.0
 
     def __init__(self, start_bps: float, min_bps: float, max_bps: float) -> None:
-        self._min = float(min_bps)
-        self._max = float(max_bps)
-        self._bitrate = min(max(float(start_bps), self._min), self._max)
+        super().__init__(start_bps, min_bps, max_bps)
         self._expected = 0
         self._lost = 0
         self.loss_fraction = 0.0
@@ -594,20 +602,9 @@ class LossBasedBwe:
         self._last_decrease_s: float | None = None
         self.rtt_s = 0.0
 
-    @property
-    def estimate_bps(self) -> float:
-        """The current loss-based rate."""
-        return self._bitrate
-
-    def set_bounds(self, min_bps: float, max_bps: float) -> None:
-        """Change the limits; the estimate is clamped into them."""
-        self._min = float(min_bps)
-        self._max = float(max_bps)
-        self._bitrate = min(max(self._bitrate, self._min), self._max)
-
     def set_estimate(self, bitrate_bps: float) -> None:
         """Jump to a rate measured otherwise (a probe result), as libwebrtc's SetSendBitrate."""
-        self._bitrate = min(max(float(bitrate_bps), self._min), self._max)
+        self._bitrate = self._clamp(bitrate_bps)
 
     def update(self, lost: int, total: int, delay_bps: float, now_s: float) -> float:
         """Account one feedback (``lost`` of ``total`` reported); return the new rate."""
@@ -622,7 +619,7 @@ class LossBasedBwe:
             self._seen_loss = self._seen_loss or self.loss_fraction > 0
             self._apply(delay_bps, now_s)
         # Never above the delay-based rate (libwebrtc UpdateTargetBitrate's upper limit).
-        self._bitrate = min(max(min(self._bitrate, delay_bps), self._min), self._max)
+        self._bitrate = self._clamp(min(self._bitrate, delay_bps))
         return self._bitrate
 
     def _apply(self, delay_bps: float, now_s: float) -> None:
