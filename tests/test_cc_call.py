@@ -146,15 +146,23 @@ async def test_remb_peers_report_their_receive_estimate() -> None:
         await wait_until(estimated, timeout=15)
 
 
-async def test_a_gcc_peer_falls_back_to_remb_with_a_remb_peer() -> None:
-    """Mixed call: nothing negotiates transport-wide feedback; the gcc side follows REMB."""
+@pytest.mark.parametrize("gcc_offers", [False, True])
+async def test_a_gcc_peer_and_a_remb_peer_use_remb_both_ways(gcc_offers: bool) -> None:
+    """Mixed call: nothing negotiates transport-wide feedback; each side gets REMB.
+
+    The newcomer offers: a gcc offerer's own offer lists transport-wide feedback, which
+    the remb peer declines; its receivers must still send REMB.
+    """
+    first, second = ("remb", "gcc") if gcc_offers else ("gcc", "remb")
     async with Lab(link=LinkConditions(delay_ms=5), seed=4) as lab:
-        alice = await lab.add_peer("alice", media=MEDIA, congestion_control="gcc")
-        await lab.add_peer("bob", media=MEDIA, congestion_control="remb")
+        a = await lab.add_peer("a", media=MEDIA, congestion_control=first)
+        b = await lab.add_peer("b", media=MEDIA, congestion_control=second)
         await lab.wait_connected(timeout=20)
-        session = alice.sessions["bob"]
-        assert "transport-cc" not in session.pc.remoteDescription.sdp
-        await wait_until(lambda: session.rate.remb_bps is not None, timeout=15)
-        assert not session.rate.twcc_negotiated
-        settings, remb = session.rate.settings, session.rate.remb_bps or 0
-        assert session.rate.target_bps == max(settings.min_bps, min(remb, settings.max_bps))
+        sessions = [a.sessions["b"], b.sessions["a"]]
+        for session in sessions:
+            assert "transport-cc" not in session.pc.remoteDescription.sdp
+        await wait_until(lambda: all(s.rate.remb_bps is not None for s in sessions), timeout=15)
+        gcc = sessions[1] if gcc_offers else sessions[0]
+        assert not gcc.rate.twcc_negotiated
+        settings, remb = gcc.rate.settings, gcc.rate.remb_bps or 0
+        assert gcc.rate.target_bps == max(settings.min_bps, min(remb, settings.max_bps))

@@ -56,7 +56,7 @@ from aiortc.rtp import (
 from aiortc.utils import random16, random32, uint16_add, uint32_add
 
 from .._tasks import cancel_and_wait
-from ..cc.control import RateControl
+from ..cc.control import CongestionControl, RateControl
 from ..cc.pacer import PRIORITY_AUDIO, PRIORITY_RTX, PRIORITY_VIDEO, PacedPacket
 from ..cc.twcc import TWCC_URI, FeedbackError, FeedbackRecorder, parse_feedback, split_compound
 from ..codecs import make_encoder
@@ -224,7 +224,9 @@ class ConnectionHooks:
         self._receivers: list[tuple[str, RTCRtpReceiver]] = []
         self._nack_ssrc: dict[int, int] = {}  # id(receiver) -> media ssrc
         self._send_nack: dict[int, Any] = {}  # id(receiver) -> aiortc's _send_rtcp_nack
-        self._started = False
+        self._has_transport = False
+        #: whether transport-wide feedback is in use; None until negotiation is done
+        self._twcc: bool | None = None
         self._tick: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -232,7 +234,7 @@ class ConnectionHooks:
         return f"ConnectionHooks({self.control.settings})"
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> CongestionControl:
         return self.control.settings
 
     # --- installation ------------------------------------------------------------------
@@ -241,7 +243,6 @@ class ConnectionHooks:
         """Patch every transceiver and transport of the connection not patched yet."""
         if self._closed:
             return
-        twcc = self.settings.uses_twcc and negotiates_transport_cc(self.pc)
         for transceiver in self.pc.getTransceivers():
             kind = transceiver.kind
             sender, receiver = transceiver.sender, transceiver.receiver
@@ -251,17 +252,34 @@ class ConnectionHooks:
             if receiver not in self._patched:
                 self._patched.add(receiver)
                 self._receivers.append((kind, receiver))
-                self._patch_receiver(kind, receiver, twcc)
+                self._patch_receiver(kind, receiver)
             dtls = sender.transport
             if dtls not in self._patched:
                 self._patched.add(dtls)
                 self._patch_transport(dtls)
-        if twcc and self._recorder is None:
-            self._recorder = FeedbackRecorder(sender_ssrc=random32())
-        if self._tick is None and self._started:
+        if self._twcc is None and self.pc.localDescription and self.pc.remoteDescription:
+            self._negotiated()
+        if self._tick is None and self._has_transport:
             if self.settings.uses_twcc:
                 self.control.pacer.start()
             self._tick = asyncio.ensure_future(self._run_tick())
+
+    def _negotiated(self) -> None:
+        """Decide what the finished negotiation allows (once: aiortc cannot renegotiate
+        codecs or extensions on a live connection).
+
+        Not earlier: an offerer's own offer lists transport-wide feedback that the
+        answer may decline.
+        """
+        self._twcc = self.settings.uses_twcc and negotiates_transport_cc(self.pc)
+        if not self._twcc:
+            return
+        self._recorder = FeedbackRecorder(sender_ssrc=random32())
+        # Transport-wide feedback replaces REMB: a REMB from aiortc's old estimator
+        # would also cap the remote's send-side estimate (libwebrtc applies both).
+        for _, receiver in self._receivers:
+            if getattr(receiver, _RECEIVER + "remote_bitrate_estimator", None) is not None:
+                setattr(receiver, _RECEIVER + "remote_bitrate_estimator", None)
 
     async def close(self) -> None:
         """Stop the pacer and the periodic work; safe to call twice."""
@@ -425,7 +443,7 @@ class ConnectionHooks:
         dtls = sender.transport
         extension_map = getattr(sender, _SENDER + "rtp_header_extensions_map")
         control = self.control
-        twcc = control.twcc_negotiated or negotiates_transport_cc(self.pc)
+        twcc = bool(self._twcc)
 
         async def send_now() -> None:
             now = time.monotonic()
@@ -456,7 +474,7 @@ class ConnectionHooks:
     # --- transports --------------------------------------------------------------------
 
     def _patch_transport(self, dtls: Any) -> None:
-        self._started = True
+        self._has_transport = True
         original_rtcp = dtls._handle_rtcp_data
         original_send_rtp = dtls._send_rtp
         control = self.control
@@ -504,16 +522,12 @@ class ConnectionHooks:
 
     # --- receivers ---------------------------------------------------------------------
 
-    def _patch_receiver(self, kind: str, receiver: RTCRtpReceiver, twcc: bool) -> None:
+    def _patch_receiver(self, kind: str, receiver: RTCRtpReceiver) -> None:
         counter = self.received[kind]
         original_rtp = receiver._handle_rtp_packet
         bounded = self.settings.uses_twcc
         estimator = getattr(receiver, _RECEIVER + "remote_bitrate_estimator", None)
-        if twcc and estimator is not None:
-            # Transport-wide feedback replaces REMB: a REMB from aiortc's old estimator
-            # would also cap the remote's send-side estimate (libwebrtc applies both).
-            setattr(receiver, _RECEIVER + "remote_bitrate_estimator", None)
-        elif estimator is not None:
+        if estimator is not None:
             original_add = estimator.add
 
             def add(*args: Any, **kwargs: Any) -> Any:
@@ -536,15 +550,14 @@ class ConnectionHooks:
         setattr(receiver, "_handle_rtp_packet", handle_rtp)
         if not bounded:
             return
-        original_nack = receiver._send_rtcp_nack
-        self._send_nack[id(receiver)] = original_nack
+        self._send_nack[id(receiver)] = receiver._send_rtcp_nack
         original_pli = receiver._send_rtcp_pli
         policy = self.control.nack
 
         async def send_nack(media_ssrc: int, lost: list[int]) -> None:
             self._nack_ssrc[id(receiver)] = media_ssrc
             policy.update(set(lost), time.monotonic())
-            await self._nack_due(receiver, media_ssrc, self._send_nack[id(receiver)])
+            await self._nack_due(receiver, media_ssrc)
 
         async def send_pli(media_ssrc: int) -> None:
             if self.control.pli.allow(time.monotonic(), self.control.rtt_s):
@@ -553,7 +566,8 @@ class ConnectionHooks:
         setattr(receiver, "_send_rtcp_nack", send_nack)
         setattr(receiver, "_send_rtcp_pli", send_pli)
 
-    async def _nack_due(self, receiver: RTCRtpReceiver, media_ssrc: int, send: Any) -> None:
+    async def _nack_due(self, receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+        """Send the NACKs that are due (through aiortc's own sender), give up the rest."""
         generator = getattr(receiver, _RECEIVER + "nack_generator", None)
         now = time.monotonic()
         due, given_up, keyframe = self.control.nack.due(now, self.control.rtt_s)
@@ -563,7 +577,7 @@ class ConnectionHooks:
         if given_up:
             _skip_past(receiver, given_up)
         if due:
-            await send(media_ssrc, due)
+            await self._send_nack[id(receiver)](media_ssrc, due)
         if keyframe:
             await receiver._send_rtcp_pli(media_ssrc)
 
@@ -606,4 +620,4 @@ class ConnectionHooks:
                 continue
             self.control.nack.update(set(generator.missing), time.monotonic())
             if len(self.control.nack):
-                await self._nack_due(receiver, media_ssrc, self._send_nack[id(receiver)])
+                await self._nack_due(receiver, media_ssrc)
