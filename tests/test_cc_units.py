@@ -9,6 +9,7 @@ the time as an argument; the configuration and rate control are plain objects.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import types
 from collections.abc import Awaitable, Callable
@@ -26,9 +27,9 @@ from webrtclab.cc.pacer import (
     Pacer,
 )
 from webrtclab.cc.recovery import KeyframeThrottle, NackPolicy, RtxGuard
-from webrtclab.cc.twcc import TransportFeedback
+from webrtclab.cc.twcc import TWCC_URI, TransportFeedback
 from webrtclab.exceptions import ConfigurationError
-from webrtclab.sdp import TWCC_URI, strip_transport_cc
+from webrtclab.sdp import strip_transport_cc
 
 WAIT_S = 5.0  # real-time bound for "the pacer gets there"; success never depends on it
 
@@ -646,11 +647,11 @@ def test_rate_control_remb_mode_leaves_the_target_alone() -> None:
     assert calls == [270_000]
 
 
-def test_rate_control_with_settings_validates() -> None:
+def test_changed_settings_are_validated() -> None:
     control = RateControl(CongestionControl())
-    assert control.with_settings(rtx_share=0.5).rtx_share == 0.5
+    assert dataclasses.replace(control.settings, rtx_share=0.5).rtx_share == 0.5
     with pytest.raises(ConfigurationError, match="3.0"):
-        control.with_settings(rtx_share=3.0)
+        dataclasses.replace(control.settings, rtx_share=3.0)
     control.on_rtt(0.08)
     assert control.rtt_s == 0.08
 

@@ -18,6 +18,7 @@ from aiortc.codecs import CODECS, HEADER_EXTENSIONS
 from helpers import wait_until
 
 from webrtclab.cc import CongestionControl, RateControl
+from webrtclab.cc.twcc import TWCC_URI
 from webrtclab.codecs import Vp8Encoder
 from webrtclab.compat import CompatibilityError, check_version
 from webrtclab.compat.aiortc import (
@@ -29,7 +30,7 @@ from webrtclab.compat.aiortc import (
 )
 from webrtclab.loopback import gather_on
 from webrtclab.media import SyntheticVideoTrack
-from webrtclab.sdp import TWCC_URI, strip_transport_cc
+from webrtclab.sdp import strip_transport_cc
 
 
 def test_the_pinned_aiortc_is_one_the_patches_were_checked_on() -> None:

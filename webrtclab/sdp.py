@@ -13,6 +13,7 @@ from collections.abc import Callable
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
+from .cc.twcc import TWCC_URI
 from .exceptions import ProtocolError
 
 __all__ = [
@@ -22,9 +23,6 @@ __all__ = [
     "sdp_candidates",
     "strip_transport_cc",
 ]
-
-# draft-holmer-rmcat-transport-wide-cc-extensions-01: the header extension and feedback.
-TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 def parse_candidate(text: str) -> RTCIceCandidate:

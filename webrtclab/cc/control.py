@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ..exceptions import ConfigurationError
@@ -135,7 +135,6 @@ def parse_congestion_control(spec: str | CongestionControl | None) -> Congestion
 class StreamCounters:
     """What one sending stream (by kind) put on the network, cumulative."""
 
-    media_packets: int = 0
     rtx_packets: int = 0
     rtx_bytes: int = 0  # retransmitted RTP payload
     wire_bytes: int = 0  # SRTP packets as sent: headers, payload, padding, auth tag
@@ -238,7 +237,3 @@ class RateControl:
         self.remb_bps = bps
         if self.settings.mode == "gcc" and not self.twcc_negotiated:
             self._apply()
-
-    def with_settings(self, **changes: object) -> CongestionControl:
-        """The settings with ``changes`` (validated)."""
-        return replace(self.settings, **changes)  # type: ignore[arg-type]

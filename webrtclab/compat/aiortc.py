@@ -514,8 +514,6 @@ class ConnectionHooks:
                     counter = counters[found[0]]
                     counter.wire_bytes += len(data)
                     counter.wire_packets += 1
-                    if not found[1]:
-                        counter.media_packets += 1
             await original_send(data)
 
         ice._send = send

@@ -80,7 +80,7 @@ def summarize(result: Result) -> dict[str, float]:
         ("wire_kbps", "send_wire_kbps_mean"),
         ("rtx_kbps", "send_rtx_kbps_mean"),
     ):
-        if sent.empty or column not in sent:
+        if sent.empty:
             out[metric] = math.nan
         else:
             # Mean per sample time, summed over the video senders of that time.
