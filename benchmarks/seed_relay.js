@@ -1,4 +1,4 @@
-// The seed's Node signaling relay (shared/seed/webrtc-seed.md, server/signaling.ts),
+// The seed app's Node signaling relay (its server/signaling.ts: the WebRTC app whose protocol the lab speaks),
 // as a baseline for bench_signaling.py: same protocol, same `ws` server, same
 // JSON.parse / JSON.stringify({...msg, from}) per relayed message.
 //

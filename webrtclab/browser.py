@@ -68,7 +68,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CHROMIUM_PATH = Path("/usr/bin/chromium")
-# Flags checked on this project's machines (docs/platform.md).
+# Flags tried with Debian's Chromium on the lab's machines: the fake-device flags are
+# Chromium's own (media/base/media_switches.cc), loopback candidates need
+# --allow-loopback-in-peer-connection (Chromium's content_switches.cc).
 CHROMIUM_ARGS = (
     "--no-sandbox",
     "--use-fake-device-for-media-stream",  # a synthetic camera, microphone and screen

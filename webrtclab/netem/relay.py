@@ -1,6 +1,7 @@
 """The emulated network: a UDP relay on 127.0.0.1 with a link model between every pair.
 
-How a pair of peers A and B is put behind the relay (see docs/platform.md):
+How a pair of peers A and B is put behind the relay (the way a TURN relay or a NAT sits
+in the path, RFC 8656 and RFC 4787, but rewriting the signaled candidates instead):
 
 * every UDP candidate of A that B is told about (in an offer, an answer or a trickled
   ``ice-candidate``) is rewritten to a relay socket ``P(A, a)`` standing for it, and
