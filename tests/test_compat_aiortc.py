@@ -7,7 +7,6 @@ each patch must still do what it claims on the pinned aiortc.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -179,4 +178,3 @@ async def test_bounded_recovery_replaces_aiortcs_nack_and_pli(
     for _ in range(5):
         await receiver._send_rtcp_pli(1234)
     assert b.rate.pli.allowed - pli <= 1
-    await asyncio.sleep(0)

@@ -150,29 +150,23 @@ class RateControl:
 
     def __post_init__(self) -> None:
         s = self.settings
+        #: the last REMB the remote sent (bit/s), the last RTT (s)
+        self.remb_bps: int | None = None
+        self.rtt_s: float | None = None
+        #: whether the remote sends transport-wide feedback (set by the first report)
+        self.twcc_negotiated = False
+        self.feedback_received = 0
         self.gcc = GccController(start_bps=s.start_bps, min_bps=s.min_bps, max_bps=s.max_bps)
         self.history = SendHistory()
-        self.pacer = Pacer(target_bps=self._initial_target(), pacing_factor=s.pacing_factor)
+        self.pacer = Pacer(target_bps=self.target_bps, pacing_factor=s.pacing_factor)
         self.rtx = {"audio": RtxGuard(share=s.rtx_share), "video": RtxGuard(share=s.rtx_share)}
         self.keyframes = KeyframeThrottle()
         self.pli = KeyframeThrottle()
         self.nack = NackPolicy()
         self.counters = {"audio": StreamCounters(), "video": StreamCounters()}
-        #: the last REMB the remote sent (bit/s), the last RTT (s)
-        self.remb_bps: int | None = None
-        self.rtt_s: float | None = None
-        #: whether the remote sends transport-wide feedback (negotiated and seen)
-        self.twcc_negotiated = False
-        self.feedback_received = 0
         #: per-kind encoder target setters, registered by the seam
         self._encoders: dict[str, Callable[[int], None]] = {}
-        self._targets = self.split(self._initial_target())
-
-    def _initial_target(self) -> int:
-        s = self.settings
-        if s.mode in ("none", "fixed"):
-            return s.fixed_bps + s.audio_max_bps
-        return s.start_bps
+        self._targets = self.split(self.target_bps)
 
     # --- the target ------------------------------------------------------------------
 

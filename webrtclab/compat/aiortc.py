@@ -224,7 +224,6 @@ class ConnectionHooks:
         self._receivers: list[tuple[str, RTCRtpReceiver]] = []
         self._nack_ssrc: dict[int, int] = {}  # id(receiver) -> media ssrc
         self._send_nack: dict[int, Any] = {}  # id(receiver) -> aiortc's _send_rtcp_nack
-        self._has_transport = False
         #: whether transport-wide feedback is in use; None until negotiation is done
         self._twcc: bool | None = None
         self._tick: asyncio.Task[None] | None = None
@@ -259,9 +258,10 @@ class ConnectionHooks:
                 self._patch_transport(dtls)
         if self._twcc is None and self.pc.localDescription and self.pc.remoteDescription:
             self._negotiated()
-        if self._tick is None and self._has_transport:
-            if self.settings.uses_twcc:
-                self.control.pacer.start()
+        if self._tick is None and self.settings.uses_twcc and self._receivers:
+            # Pacing, feedback and NACK timing are the lab's; "remb" and "none" leave
+            # all three to aiortc and need no timer.
+            self.control.pacer.start()
             self._tick = asyncio.ensure_future(self._run_tick())
 
     def _negotiated(self) -> None:
@@ -347,21 +347,12 @@ class ConnectionHooks:
         )
         setattr(sender, _SENDER + "encoder", encoder)
         if hasattr(encoder, "target_bitrate"):
-            # aiortc encodes in an executor thread: apply a new target there, between
-            # frames, never while libvpx is encoding.
-            pending: list[int] = []
-            encode = encoder.encode
+            # The lab's encoders apply a new target between frames (aiortc encodes in
+            # an executor thread); aiortc's own (H.264) only read it when they encode.
 
             def set_target(bps: int) -> None:
-                pending.append(bps)
+                encoder.target_bitrate = bps
 
-            def encode_at_target(frame: Any, force_keyframe: bool = False) -> Any:
-                if pending:
-                    encoder.target_bitrate = pending[-1]
-                    pending.clear()
-                return encode(frame, force_keyframe)
-
-            setattr(encoder, "encode", encode_at_target)
             self.control.register_encoder(kind, set_target)
         history: dict[int, RtpPacket] = getattr(sender, _SENDER + "rtp_history")
         mid = getattr(sender, _SENDER + "mid")
@@ -402,7 +393,7 @@ class ConnectionHooks:
         track = sender.track
         if track is not None:
             track.stop()
-            sender.replaceTrack(None)
+            setattr(sender, _SENDER + "track", None)  # as aiortc's loop leaves it
         setattr(sender, _SENDER + "encoder", None)
         close = getattr(encoder, "close", None)
         if callable(close):
@@ -474,7 +465,6 @@ class ConnectionHooks:
     # --- transports --------------------------------------------------------------------
 
     def _patch_transport(self, dtls: Any) -> None:
-        self._has_transport = True
         original_rtcp = dtls._handle_rtcp_data
         original_send_rtp = dtls._send_rtp
         control = self.control
@@ -601,8 +591,7 @@ class ConnectionHooks:
                     dtls = self.pc.getTransceivers()[0].sender.transport
                     for packet in recorder.build():
                         await dtls._send_rtp(packet)
-                if self.settings.uses_twcc:
-                    await self._resend_nacks()
+                await self._resend_nacks()
             except ConnectionError:
                 pass
             except Exception:
