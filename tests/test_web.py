@@ -236,6 +236,10 @@ async def test_sampler_adds_rows_of_other_sources_at_the_sample_time() -> None:
         ({"height": 240.0}, "height must be an integer in 16-4096"),
         ({"fps": 0}, "fps must be in 1-60"),
         ({"join_timeout": 0}, "join_timeout must be positive"),
+        ({"video": "screen"}, 'video must be "camera" or "synthetic"'),
+        ({"video": "synthetic", "seed": -1}, "seed must be an integer in 0-2"),
+        ({"video": "synthetic", "seed": True}, "seed must be an integer in 0-2"),
+        ({"video": "synthetic", "width": 321}, "synthetic video needs an even size"),
     ],
 )
 def test_browser_peer_refuses_bad_options(kwargs: dict[str, Any], message: str) -> None:

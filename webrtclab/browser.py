@@ -44,15 +44,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import numpy as np
 import pandas as pd
 
 from .events import EventLog, LabClock
 from .exceptions import ConfigurationError, LabTimeoutError, SignalingError, WebrtcLabError
+from .media import SyntheticVideoTrack, synthetic_video_assets
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright
+    from playwright.async_api import (
+        Browser,
+        BrowserContext,
+        ConsoleMessage,
+        Page,
+        Playwright,
+        Route,
+    )
 
 __all__ = [
     "CHROMIUM_ARGS",
@@ -103,6 +112,12 @@ _RAW_TYPES = frozenset(
     }
 )
 _CONSOLE_LINES = 200
+# Served by the peer itself (Playwright routing), not by the lab server: see app.js.
+SYNTHETIC_ASSETS_PATH = "/__webrtclab/synthetic-video"
+# Chrome turns a canvas's RGB into I420 with BT.709 full-range luma weights (Rec. ITU-R
+# BT.709 table 3; not the BT.601 limited range swscale uses for lab peers): a least-squares
+# fit of received luma on the drawn RGB gave 0.210, 0.708, 0.072 and an offset of 1.2.
+_CANVAS_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 Row = tuple[Any, ...]
 NAN = math.nan
@@ -222,7 +237,13 @@ class BrowserPeer:
     :param relay: ``iceTransportPolicy: "relay"`` (TURN only).
     :param ice_servers: RTCIceServer dictionaries for the page; by default it asks the
         server's ``/api/turn-credentials`` when it has a token (none otherwise).
-    :param width, height, fps: the fake camera's capture size and rate.
+    :param width, height, fps: the video's size and frame rate (the fake camera's
+        capture settings, or the synthetic video's).
+    :param video: ``"camera"`` (Chromium's fake camera) or ``"synthetic"``: the page
+        draws the lab's :class:`~webrtclab.media.SyntheticVideoTrack` pictures, stamps
+        included, so lab receivers measure frame latency, freezes and PSNR of
+        Chrome-sent video as they do for lab peers (same content, same metrics).
+    :param seed: the synthetic video's seed (as ``SyntheticVideoTrack(seed=...)``).
     :param chromium: a running :class:`Chromium` to open the page in; by default
         the peer launches (and closes) its own.
     :param clock: the lab clock: stats rows, events and the page's ``sent_ms``
@@ -242,6 +263,8 @@ class BrowserPeer:
         width: int = 320,
         height: int = 240,
         fps: float = 15.0,
+        video: str = "camera",
+        seed: int = 0,
         viewport: tuple[int, int] = (960, 720),
         chromium: Chromium | None = None,
         clock: LabClock | None = None,
@@ -260,6 +283,12 @@ class BrowserPeer:
             raise ConfigurationError(f"fps must be in 1-60, got {fps!r}")
         if not join_timeout > 0:
             raise ConfigurationError(f"join_timeout must be positive, got {join_timeout!r}")
+        if video not in ("camera", "synthetic"):
+            raise ConfigurationError(f'video must be "camera" or "synthetic", got {video!r}')
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigurationError(f"seed must be an integer in 0-2**32-1, got {seed!r}")
+        if video == "synthetic" and (width % 2 or height % 2):
+            raise ConfigurationError(f"synthetic video needs an even size, got {width}x{height}")
         self.user_id = user_id
         self.base_url = base_url.rstrip("/")
         self.room = room
@@ -267,6 +296,12 @@ class BrowserPeer:
         self.relay = relay
         self.ice_servers = ice_servers
         self.width, self.height, self.fps = width, height, fps
+        self.video, self.seed = video, seed
+        # The lab's renderer of the page's synthetic frames (reference pictures for PSNR).
+        self._synthetic = (
+            SyntheticVideoTrack(width, height, fps, seed) if video == "synthetic" else None
+        )
+        self._synthetic_started: float | None = None
         self.viewport = viewport
         self.events = events or EventLog(clock)
         self.clock = clock or self.events.clock
@@ -291,6 +326,8 @@ class BrowserPeer:
         if self.relay:
             query["relay"] = "1"
         query.update(width=str(self.width), height=str(self.height), fps=f"{self.fps:g}")
+        if self.video == "synthetic":
+            query.update(video="synthetic", seed=str(self.seed))
         return f"{self.base_url}/?{urlencode(query)}"
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -309,6 +346,8 @@ class BrowserPeer:
         page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
         # Page events (connection states, tracks...) on the lab's clock and event log.
         await page.expose_function("webrtclabEvent", self._on_page_event)
+        if self._synthetic is not None:
+            await page.route(f"**{SYNTHETIC_ASSETS_PATH}?*", self._serve_synthetic_assets)
         epoch_ms = (time.time() - self.clock.now()) * 1000
         options: dict[str, Any] = {"token": self.token or "", "epochMs": epoch_ms}
         if self.ice_servers is not None:
@@ -369,6 +408,42 @@ class BrowserPeer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    # --- synthetic video -------------------------------------------------------------------
+
+    async def _serve_synthetic_assets(self, route: Route) -> None:
+        query = parse_qs(urlsplit(route.request.url).query)
+        asked = tuple(query.get(name, [""])[0] for name in ("width", "height", "seed"))
+        if self._synthetic is None or asked != (str(self.width), str(self.height), str(self.seed)):
+            await route.fulfill(status=404, body=f"no synthetic video {asked}")
+            return
+        body = synthetic_video_assets(self.width, self.height, self.seed)
+        self._synthetic_started = self.clock.now()
+        await route.fulfill(status=200, body=body, content_type="application/octet-stream")
+
+    def sent_frame_index(self, number: int) -> int | None:
+        """Index of the synthetic frame the page sent with number ``number`` (mod 65536).
+
+        The page numbers frames from 0 at its start, at ``fps``; the index is the
+        latest one with that number that can have been sent by now.  None when the
+        page sends its camera.
+        """
+        if self._synthetic_started is None:
+            return None
+        last = int((self.clock.now() - self._synthetic_started + 1.0) * self.fps)
+        index = last - ((last - number) & 0xFFFF)
+        return index if index >= 0 else None
+
+    def reference_frame(self, index: int, *, luma: bool = False) -> np.ndarray | None:
+        """The picture of synthetic frame ``index`` (without its stamp), as the page drew it.
+
+        RGB, or with ``luma`` its luma plane as Chrome's encoder sees it; None when the
+        page sends its camera.
+        """
+        if self._synthetic is None or index < 0:
+            return None
+        image = self._synthetic.render(index)
+        return (image @ _CANVAS_LUMA + np.float32(0.5)).astype(np.uint8) if luma else image
 
     # --- use -------------------------------------------------------------------------------
 

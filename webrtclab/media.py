@@ -43,6 +43,7 @@ __all__ = [
     "open_media",
     "read_stamp",
     "stamp_band",
+    "synthetic_video_assets",
     "yuv420p_frame",
 ]
 
@@ -130,21 +131,38 @@ def draw_stamp(image: np.ndarray, frame: int, sent_ms: int) -> None:
     bits = _stamp_bits(frame & 0xFFFF, sent_ms & 0xFFFF).reshape(STAMP_ROWS, STAMP_COLUMNS)
     levels = np.where(bits, STAMP_BRIGHT, STAMP_DARK).astype(np.uint8)
     blocks = np.repeat(np.repeat(levels, block_h, axis=0), block_w, axis=1)
-    blocks += _dither(blocks.shape)[frame % _DITHER_PATTERNS]
+    blocks += _dither(blocks.shape)[frame % STAMP_DITHER_PATTERNS]
     image[y0:, : STAMP_COLUMNS * block_w] = blocks[..., None]
 
 
-_DITHER_PATTERNS = 8
+STAMP_DITHER_PATTERNS = 8
 
 
 @functools.lru_cache(maxsize=8)
 def _dither(shape: tuple[int, ...]) -> np.ndarray:
     """Independent dither patterns (uint8, wrapping: added to levels, they subtract too)."""
     rng = np.random.default_rng(0)
-    noise = rng.integers(-STAMP_DITHER, STAMP_DITHER + 1, (_DITHER_PATTERNS, *shape))
+    noise = rng.integers(-STAMP_DITHER, STAMP_DITHER + 1, (STAMP_DITHER_PATTERNS, *shape))
     patterns = noise.astype(np.uint8)  # two's complement: adding wraps to level - n
     patterns.flags.writeable = False
     return patterns
+
+
+def synthetic_video_assets(width: int, height: int, seed: int) -> bytes:
+    """What a page needs to draw :class:`SyntheticVideoTrack`'s frames and stamps itself.
+
+    The scrolled texture (``2 * height`` rows of ``2 * width`` RGB pixels), then the
+    stamp's dither patterns (:data:`STAMP_DITHER_PATTERNS` of the band's shape, bytes
+    that wrap when added), so a browser that composes frame ``i`` as ``_draw`` and
+    :func:`draw_stamp` do sends the very pictures a lab peer would.
+    """
+    texture = _texture(width, height, seed)
+    band = stamp_band(width, height)
+    dither = b""
+    if band is not None:
+        y0, block_w, _ = band
+        dither = _dither((height - y0, STAMP_COLUMNS * block_w)).tobytes()
+    return texture.tobytes() + dither
 
 
 def read_stamp(image: np.ndarray | av.VideoFrame) -> Stamp | None:

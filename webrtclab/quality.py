@@ -16,7 +16,9 @@ Frames table, one row per received video frame (:data:`FRAME_COLUMNS`):
                  in this process); missing when the stamp is unreadable (a file source)
 ``latency_ms``   receive time - send time (capture to decoded, both on the lab clock)
 ``psnr_db``      luma PSNR against the sent picture, stamp band excluded; ``inf`` for an
-                 identical picture, NaN when not computed (``psnr_every``, file sources)
+                 identical picture, NaN when not computed (``psnr_every``, file sources,
+                 a browser's camera); a frame the sender scaled down is scaled back up
+                 (bilinear) first, as a player shows it
 ``interval_ms``  time since the previous frame from the same sender (NaN for the first)
 ``freeze``       whether this frame ends a freeze (W3C webrtc-stats ``freezeCount``):
                  its interval is at least max(3 x average, average + 150 ms), the
@@ -37,7 +39,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import av
 import numpy as np
@@ -104,6 +106,14 @@ BATCH_S = 0.5
 FrameRow = tuple[float, str, str, int | None, float, float, float, bool]
 MessageRow = tuple[float, str, str, str, int | None, float, bool | None]
 RowsCallback = Callable[[list[tuple[Any, ...]]], None]
+
+
+class FrameSender(Protocol):
+    """A member whose sent frames can be re-rendered: lab peers, synthetic browser peers."""
+
+    def sent_frame_index(self, number: int) -> int | None: ...
+
+    def reference_frame(self, index: int, *, luma: bool = False) -> np.ndarray | None: ...
 
 
 @dataclass
@@ -193,17 +203,17 @@ class QualityMonitor:
         self._unwatch: Callable[[], None] | None = None
         self._closed = False
         # Where a receiver finds the sender of a stream, to re-render its frames: the
-        # lab's live dict (senders that join later are found), or the peers given.
-        self._senders: dict[str, Peer]
+        # lab's live dicts (senders that join later are found), or the peers given.
+        self._senders: Callable[[str], FrameSender | None]
         if isinstance(lab_or_peers, Peer):
             lab_or_peers = [lab_or_peers]
         if isinstance(lab_or_peers, Iterable):
             peers = list(lab_or_peers)
-            self._senders = {p.user_id: p for p in peers}
+            self._senders = {p.user_id: p for p in peers}.get
             default_clock: LabClock | None = peers[0].events.clock if peers else None
         else:
             lab = lab_or_peers
-            self._senders = lab.peers
+            self._senders = lambda name: lab.peers.get(name) or lab.browsers.get(name)
             default_clock = lab.clock
             self._unwatch = watch_peers(lab.events, self._attach)
             peers = list(lab.peers.values())
@@ -276,13 +286,20 @@ class QualityMonitor:
             number = stamp.frame
             # Both ends truncate to ms on one clock; the difference is exact mod 65536.
             latency_ms = float((int(now * 1000) - stamp.sent_ms) & 0xFFFF)
-            sender = self._senders.get(remote)
+            sender = self._senders(remote)
             index = sender.sent_frame_index(stamp.frame) if sender is not None else None
             if sender is not None and index is not None:
                 number = index
                 if self.psnr_every and (stream.frames - 1) % self.psnr_every == 0:
                     reference = sender.reference_frame(index, luma=True)
                     if reference is not None:
+                        if plane.shape != reference.shape:
+                            # Scaled down by the sender (libwebrtc adapts resolution):
+                            # compared as a viewer sees it, scaled back up.
+                            height, width = reference.shape
+                            plane = luma_plane(
+                                frame.reformat(width, height, "yuv420p", interpolation="BILINEAR")
+                            )
                         psnr_db = _psnr(plane, reference)
         row: FrameRow = (now, receiver, remote, number, latency_ms, psnr_db, interval_ms, freeze)
         self.frame_rows.append(row)
@@ -401,8 +418,6 @@ def messages_to_dataframe(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
 def _psnr(received: np.ndarray, reference: np.ndarray) -> float:
     """PSNR of a received luma plane against the sent one, above the stamp band."""
     height, width = reference.shape
-    if received.shape != (height, width):
-        return math.nan  # rescaled on the way: not comparable pixel by pixel
     band = stamp_band(width, height)
     rows = band[0] if band is not None else height
     diff = np.subtract(received[:rows], reference[:rows], dtype=np.int32)

@@ -599,6 +599,127 @@ async function stopScreenShare() {
   return returnToCamera(track);
 }
 
+// --- the lab's synthetic video -------------------------------------------------------------
+//
+// With video=synthetic the page sends the picture webrtclab.media.SyntheticVideoTrack
+// sends: the same scrolled texture and bouncing disc per frame index, and the same stamp
+// (frame number, send time on the lab clock, CRC-8) at the bottom.  A lab receiver reads
+// the stamp for frame latency and re-renders the frame for PSNR, as for a lab sender.
+// The texture and the stamp's dither come from the lab (BrowserPeer serves
+// SYNTHETIC_ASSETS_PATH): they are random, so only the lab can reproduce them.
+
+const SYNTHETIC_ASSETS_PATH = "/__webrtclab/synthetic-video";
+const STAMP = { columns: 20, rows: 2, dark: 40, bright: 215, patterns: 8 }; // as media.py
+const DISC_RGB = [250, 220, 40];
+
+function stampBand(width, height) {
+  const blockW = Math.floor(width / STAMP.columns);
+  const blockH = Math.max(8, blockW);
+  if (blockW < 4 || STAMP.rows * blockH > Math.floor(height / 2)) return null;
+  return { y0: height - STAMP.rows * blockH, blockW, blockH };
+}
+
+function crc8(bytes) {
+  let crc = 0xff; // polynomial 0x07, initial 0xFF: as media._crc8
+  for (const byte of bytes) {
+    crc ^= byte;
+    for (let i = 0; i < 8; i++) crc = crc & 0x80 ? ((crc << 1) ^ 0x07) & 0xff : (crc << 1) & 0xff;
+  }
+  return crc;
+}
+
+function stampBits(frame, sentMs) {
+  const payload = [(frame >> 8) & 0xff, frame & 0xff, (sentMs >> 8) & 0xff, sentMs & 0xff];
+  const bytes = [...payload, crc8(payload)];
+  const bits = [];
+  for (const byte of bytes) for (let i = 7; i >= 0; i--) bits.push((byte >> i) & 1);
+  return bits;
+}
+
+function bounce(position, span) {
+  if (span <= 0) return 0;
+  position %= 2 * span;
+  return position < span ? position : 2 * span - position;
+}
+
+async function syntheticVideoTrack({ width, height, fps, seed }) {
+  const query = new URLSearchParams({ width, height, seed });
+  const response = await fetch(`${SYNTHETIC_ASSETS_PATH}?${query}`);
+  if (!response.ok) throw new Error(`synthetic video: ${response.status} ${await response.text()}`);
+  const assets = new Uint8Array(await response.arrayBuffer());
+  const tw = 2 * width;
+  const textureBytes = 2 * height * tw * 3;
+  const band = stampBand(width, height);
+  const bandW = band ? STAMP.columns * band.blockW : 0;
+  const bandH = band ? height - band.y0 : 0;
+  if (assets.length !== textureBytes + STAMP.patterns * bandW * bandH) {
+    throw new Error(`synthetic video: ${assets.length} bytes of assets for ${width}x${height}`);
+  }
+  // The texture as RGBA once, so a frame is row copies.
+  const texture = new Uint8ClampedArray((textureBytes / 3) * 4);
+  for (let i = 0, j = 0; i < textureBytes; i += 3, j += 4) {
+    texture[j] = assets[i];
+    texture[j + 1] = assets[i + 1];
+    texture[j + 2] = assets[i + 2];
+    texture[j + 3] = 255;
+  }
+  const dither = assets.subarray(textureBytes);
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  const context = canvas.getContext("2d", { alpha: false });
+  const image = context.createImageData(width, height);
+  const pixels = image.data;
+  const r = Math.max(4, Math.floor(Math.min(width, height) / 8));
+
+  function draw(index, sentMs) {
+    const dy = (index * 2) % height;
+    const dx = (index * 3) % width;
+    for (let y = 0; y < height; y++) {
+      const from = ((dy + y) * tw + dx) * 4;
+      pixels.set(texture.subarray(from, from + width * 4), y * width * 4);
+    }
+    const px = bounce(index * 4, width - 2 * r) + r;
+    const py = bounce(index * 3, height - 2 * r) + r;
+    for (let y = py - r; y < py + r; y++) {
+      for (let x = px - r; x < px + r; x++) {
+        if ((y - py) ** 2 + (x - px) ** 2 > r * r) continue;
+        const k = (y * width + x) * 4;
+        [pixels[k], pixels[k + 1], pixels[k + 2]] = DISC_RGB;
+      }
+    }
+    if (!band) return;
+    const bits = stampBits(index & 0xffff, sentMs & 0xffff);
+    const pattern = (index % STAMP.patterns) * bandW * bandH;
+    for (let y = 0; y < bandH; y++) {
+      const row = Math.floor(y / band.blockH) * STAMP.columns;
+      for (let x = 0; x < bandW; x++) {
+        const level = bits[row + Math.floor(x / band.blockW)] ? STAMP.bright : STAMP.dark;
+        // uint8 wrap-around, as numpy adds the dither patterns
+        const value = (level + dither[pattern + y * bandW + x]) & 0xff;
+        const k = ((band.y0 + y) * width + x) * 4;
+        pixels[k] = pixels[k + 1] = pixels[k + 2] = value;
+      }
+    }
+  }
+
+  const stream = canvas.captureStream(0); // a frame exactly when requestFrame() is called
+  const track = stream.getVideoTracks()[0];
+  const start = performance.now();
+  let index = 0;
+  const tick = () => {
+    if (track.readyState === "ended") return;
+    draw(index, Math.floor(nowMs()));
+    context.putImageData(image, 0, 0);
+    track.requestFrame();
+    index += 1;
+    // Due times from the start, as media.FramePacer: one index per frame, no drift.
+    setTimeout(tick, Math.max(0, start + (index * 1000) / fps - performance.now()));
+  };
+  tick();
+  return track;
+}
+
 // --- recording ------------------------------------------------------------------------------
 
 function startRecording(peerId) {
@@ -668,6 +789,9 @@ function readConfig() {
     width: number("width", 640),
     height: number("height", 480),
     fps: number("fps", 30),
+    // "camera" (the browser's camera) or "synthetic" (the lab's synthetic video)
+    video: params.get("video") === "synthetic" ? "synthetic" : "camera",
+    seed: Math.floor(number("seed", 0)),
     epochMs: 0,
   };
 }
@@ -692,14 +816,18 @@ async function join(options = {}) {
     room.iceServers = Array.isArray(config.iceServers)
       ? config.iceServers
       : await fetchIceServers(config.token);
+    const synthetic = config.video === "synthetic";
     room.localStream = await navigator.mediaDevices.getUserMedia({
-      video: {
-        width: { ideal: config.width },
-        height: { ideal: config.height },
-        frameRate: { ideal: config.fps },
-      },
+      video: synthetic
+        ? false
+        : {
+            width: { ideal: config.width },
+            height: { ideal: config.height },
+            frameRate: { ideal: config.fps },
+          },
       audio: { echoCancellation: true, noiseSuppression: true },
     });
+    if (synthetic) room.localStream.addTrack(await syntheticVideoTrack(config));
     room.camera = room.localStream.getVideoTracks()[0] ?? null;
     showLocal(room.camera, "camera");
     const peers = await openSignaling(config);
