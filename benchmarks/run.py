@@ -17,6 +17,7 @@ HERE = Path(__file__).parent
 BENCHMARKS = {
     "bench_connect.py": {"quick": ["--runs", "5"], "full": ["--runs", "20"]},
     "bench_signaling.py": {"quick": ["--quick"], "full": []},
+    "bench_server_footprint.py": {"quick": ["--quick"], "full": []},
     "bench_netem.py": {"quick": ["--quick"], "full": []},
     "bench_sweep.py": {"quick": ["--quick"], "full": []},
     "bench_turn.py": {"quick": ["--runs", "2", "--seconds", "2"], "full": []},

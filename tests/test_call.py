@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from helpers import wait_until as wait_for
 
-from webrtclab import Lab, LabTimeoutError, Peer, SignalingServer
+from webrtclab import InvalidStateError, Lab, LabTimeoutError, Peer, SignalingServer
 from webrtclab.media import MediaSpec
 from webrtclab.sdp import sdp_candidates
 from webrtclab.signaling import messages as m
@@ -215,6 +215,6 @@ async def test_wait_connected_times_out_with_states() -> None:
 async def test_second_join_on_a_peer_is_refused() -> None:
     async with Lab() as lab:
         alice = await lab.add_peer("alice", media=SMALL)
-        with pytest.raises(Exception, match="already joined"):
+        with pytest.raises(InvalidStateError, match="already joined"):
             await alice.join(lab.url, "other")
         assert lab.server.dispatcher.rooms() == {"lab": ["alice"]}

@@ -25,7 +25,7 @@ from conftest import ClientFactory
 from helpers import wait_until
 from test_cli import read_line, spawn
 
-from webrtclab import Backoff, ConfigurationError, Lab, MediaSpec, PeerSession
+from webrtclab import Backoff, ConfigurationError, InvalidStateError, Lab, MediaSpec, PeerSession
 from webrtclab.netem import LinkConditions
 
 SMALL = MediaSpec(width=96, height=64, fps=15, seed=3)
@@ -101,7 +101,7 @@ def test_backoff_refuses_a_negative_attempt() -> None:
 
 async def test_restart_server_needs_the_labs_own_started_server() -> None:
     lab = Lab()
-    with pytest.raises(ConfigurationError, match="started"):
+    with pytest.raises(InvalidStateError, match="started"):
         await lab.restart_server()
     await lab.close()
 

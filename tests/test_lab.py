@@ -11,6 +11,7 @@ from helpers import wait_until
 from webrtclab import (
     STATS_COLUMNS,
     ConfigurationError,
+    InvalidStateError,
     Lab,
     MediaSpec,
     SignalingError,
@@ -43,9 +44,9 @@ async def test_lab_cannot_start_after_close() -> None:
     lab = Lab()
     await lab.start()
     await lab.close()
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(InvalidStateError, match="closed"):
         await lab.start()
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidStateError):
         await lab.add_peer("late", media=NO_MEDIA)
     assert lab.peers == {}
 
@@ -53,7 +54,7 @@ async def test_lab_cannot_start_after_close() -> None:
 async def test_never_started_lab_closes() -> None:
     lab = Lab()
     await lab.close()
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidStateError):
         await lab.start()
 
 
@@ -106,6 +107,19 @@ async def test_add_peer_refused_by_the_server_is_rolled_back() -> None:
         assert info.value.code == "room-full"
         assert lab.peers == {"a": first}
         assert lab.server.dispatcher.rooms() == {"lab": ["a"]}
+
+
+async def test_member_added_callbacks_see_each_member_before_it_joins() -> None:
+    async with Lab() as lab:
+        seen: list[tuple[str, str | None]] = []
+        unsubscribe = lab.on_member_added(
+            lambda m: seen.append((m.user_id, getattr(m, "room_id", "?")))
+        )
+        await lab.add_peer("a", media=NO_MEDIA)
+        unsubscribe()
+        unsubscribe()  # idempotent
+        await lab.add_peer("b", media=NO_MEDIA)
+        assert seen == [("a", None)]  # not in the room yet
 
 
 async def test_remove_unknown_peer() -> None:

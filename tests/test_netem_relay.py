@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from webrtclab.events import LabClock
-from webrtclab.exceptions import ConfigurationError
+from webrtclab.exceptions import ConfigurationError, InvalidStateError
 from webrtclab.netem import LinkConditions
 from webrtclab.netem.relay import LINK_COLUMNS, Network
 from webrtclab.sdp import parse_candidate
@@ -481,7 +481,7 @@ async def test_close_is_idempotent_ends_the_thread_and_frees_the_sockets() -> No
     await network.close()
     assert not thread.is_alive()
     await network.close()
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(InvalidStateError, match="closed"):
         network.start()
     # The relay socket is gone: its port can be bound again.
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

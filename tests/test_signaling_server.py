@@ -30,6 +30,7 @@ from conftest import (
 
 from webrtclab.exceptions import (
     ConfigurationError,
+    InvalidStateError,
     LabTimeoutError,
     SignalingError,
     WebrtcLabError,
@@ -133,7 +134,7 @@ async def test_close_is_idempotent_and_closes_clients(
     assert not server.started
     await server.close()
     await server.close()
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(InvalidStateError, match="closed"):
         await server.start()
     with pytest.raises(aiohttp.ClientConnectionError):
         await connect(server)

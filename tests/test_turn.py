@@ -21,7 +21,7 @@ from aioice import ice, stun
 from aioice.turn import create_turn_endpoint
 from helpers import require_system, wait_until
 
-from webrtclab import ConfigurationError, Lab, MediaSpec, SignalingError
+from webrtclab import ConfigurationError, InvalidStateError, Lab, MediaSpec, SignalingError
 from webrtclab.auth import turn_credentials
 from webrtclab.experiment import load_scenario, run_scenario
 from webrtclab.experiment.results import load
@@ -261,7 +261,7 @@ def test_turn_server_refuses_bad_configuration() -> None:
         TurnServer(port=70000)
     with pytest.raises(ConfigurationError, match="realm"):
         TurnServer(realm="a realm; with spaces")
-    with pytest.raises(ConfigurationError, match="not started"):
+    with pytest.raises(InvalidStateError, match="not started"):
         TurnServer().config  # noqa: B018
 
 
@@ -271,9 +271,9 @@ async def test_turn_server_reports_a_missing_executable() -> None:
         await server.start()
     await server.close()
     await server.close()  # idempotent
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(InvalidStateError, match="closed"):
         await server.start()
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(InvalidStateError, match="closed"):
         await server.restart()
 
 

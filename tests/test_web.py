@@ -12,7 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from webrtclab import STATS_COLUMNS, ConfigurationError, Lab, SignalingServer, StatsSampler
+from webrtclab import (
+    STATS_COLUMNS,
+    ConfigurationError,
+    InvalidStateError,
+    Lab,
+    SignalingServer,
+    StatsSampler,
+)
 from webrtclab.browser import BrowserPeer, Chromium, browser_rows, raw_dataframe, raw_rows
 from webrtclab.stats import to_dataframe
 
@@ -251,12 +258,12 @@ def test_browser_peer_refuses_bad_options(kwargs: dict[str, Any], message: str) 
 
 async def test_browser_peer_refuses_use_before_join() -> None:
     peer = BrowserPeer("chrome", "http://127.0.0.1:1")
-    with pytest.raises(ConfigurationError, match=r"has no open page: join\(\) first"):
+    with pytest.raises(InvalidStateError, match=r"has no open page: join\(\) first"):
         await peer.send_chat("hi")
     assert await peer.collect_stats() == {}  # sampling a peer that has not joined: nothing
     await peer.close()
     await peer.close()  # idempotent
-    with pytest.raises(ConfigurationError, match="is closed"):
+    with pytest.raises(InvalidStateError, match="is closed"):
         await peer.join()
 
 
@@ -266,7 +273,7 @@ async def test_chromium_refuses_a_missing_executable(tmp_path: Path) -> None:
         await chromium.start()
     await chromium.close()
     await chromium.close()
-    with pytest.raises(ConfigurationError, match="was closed"):
+    with pytest.raises(InvalidStateError, match="was closed"):
         await chromium.start()
 
 

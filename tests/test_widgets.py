@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from webrtclab import ConfigurationError, Lab, LabPanel, WebrtcLabError
+from webrtclab import ConfigurationError, InvalidStateError, Lab, LabPanel, WebrtcLabError
 from webrtclab.netem import PRESETS, LinkConditions
 from webrtclab.widgets import CursorPad
 from webrtclab.widgets.link_controls import DEFAULT_QUEUE_MS, describe
@@ -281,7 +281,7 @@ async def test_start_refused_when_the_lab_has_a_peer_of_that_name(
 
 async def test_start_twice_is_refused(panel: LabPanel) -> None:
     await panel.start_call()
-    with pytest.raises(ConfigurationError, match="a call is already connected"):
+    with pytest.raises(InvalidStateError, match="a call is already connected"):
         await panel.start_call()
 
 
@@ -338,9 +338,9 @@ async def test_a_lab_without_a_network_disables_the_link_controls() -> None:
 async def test_closed_panel_refuses_everything(panel: LabPanel) -> None:
     await panel.close()
     for action in (panel.start_call, panel.stop_call, lambda: panel.send_chat("x")):
-        with pytest.raises(ConfigurationError, match="is closed"):
+        with pytest.raises(InvalidStateError, match="is closed"):
             await action()
-    with pytest.raises(ConfigurationError, match="is closed"):
+    with pytest.raises(InvalidStateError, match="is closed"):
         panel.set_link("alice", "bob", delay_ms=1)
     panel.start_button.click()  # a click on a stale view does nothing
     assert panel.state == "closed" and not panel._tasks

@@ -2,28 +2,43 @@
 
 Signaling server, aiortc peers with synthetic media and data channels, and
 stats sampled into pandas, all on loopback by default.
+
+The public names load on first use (PEP 562): ``import webrtclab`` stays cheap, so
+``webrtclab serve`` and ``webrtclab --help`` import neither aiortc nor pandas.
 """
 
-import logging
+from __future__ import annotations
 
-from .demo import DemoResult, run_demo
-from .events import EventLog, LabClock
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._display import register as _register_display
 from .exceptions import (
     ConfigurationError,
+    InvalidStateError,
     LabTimeoutError,
     ProtocolError,
     SignalingError,
     WebrtcLabError,
 )
-from .lab import Lab
-from .media import MediaSpec, ScreenLikeVideoTrack, Stamp, SyntheticVideoTrack, ToneAudioTrack
-from .peer import Peer, PeerSession
-from .plot import plot_timeline
-from .quality import QualityMonitor
-from .recording import Recorder
-from .signaling import Backoff, Dispatcher, SignalingClient, SignalingServer
-from .stats import RTT_COLUMNS, STATS_COLUMNS, RttJournal, StatsSampler
-from .widgets import LabPanel
+
+# Cheap (imports neither IPython nor matplotlib): in a Jupyter kernel, a Figure that
+# a cell returns shows as a picture even if webrtclab.plot is never imported.
+_register_display()
+
+if TYPE_CHECKING:
+    from .demo import DemoResult, run_demo
+    from .events import EventLog, LabClock
+    from .lab import Lab
+    from .media import MediaSpec, ScreenLikeVideoTrack, Stamp, SyntheticVideoTrack, ToneAudioTrack
+    from .peer import Peer, PeerSession
+    from .plot import plot_timeline
+    from .quality import QualityMonitor
+    from .recording import Recorder
+    from .signaling import Backoff, Dispatcher, SignalingClient, SignalingServer
+    from .stats import RTT_COLUMNS, STATS_COLUMNS, RttJournal, StatsSampler
+    from .widgets import LabPanel
 
 __all__ = [
     "RTT_COLUMNS",
@@ -33,6 +48,7 @@ __all__ = [
     "DemoResult",
     "Dispatcher",
     "EventLog",
+    "InvalidStateError",
     "Lab",
     "LabClock",
     "LabPanel",
@@ -57,5 +73,47 @@ __all__ = [
     "run_demo",
 ]
 __version__ = "0.1.0"
+
+# Where each lazily loaded public name lives.
+_LAZY = {
+    "DemoResult": "demo",
+    "run_demo": "demo",
+    "EventLog": "events",
+    "LabClock": "events",
+    "Lab": "lab",
+    "MediaSpec": "media",
+    "ScreenLikeVideoTrack": "media",
+    "Stamp": "media",
+    "SyntheticVideoTrack": "media",
+    "ToneAudioTrack": "media",
+    "Peer": "peer",
+    "PeerSession": "peer",
+    "plot_timeline": "plot",
+    "QualityMonitor": "quality",
+    "Recorder": "recording",
+    "Backoff": "signaling",
+    "Dispatcher": "signaling",
+    "SignalingClient": "signaling",
+    "SignalingServer": "signaling",
+    "RTT_COLUMNS": "stats",
+    "RttJournal": "stats",
+    "STATS_COLUMNS": "stats",
+    "StatsSampler": "stats",
+    "LabPanel": "widgets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -40,7 +40,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,9 +49,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import numpy as np
 import pandas as pd
 
+from ._tasks import CloseOnce
 from .events import EventLog, LabClock
-from .exceptions import ConfigurationError, LabTimeoutError, SignalingError, WebrtcLabError
-from .media import SyntheticVideoTrack, synthetic_video_assets
+from .exceptions import (
+    ConfigurationError,
+    InvalidStateError,
+    LabTimeoutError,
+    SignalingError,
+    WebrtcLabError,
+)
+from .media import Stamp, SyntheticVideoTrack, synthetic_video_assets
 
 if TYPE_CHECKING:
     from playwright.async_api import (
@@ -150,6 +157,7 @@ class Chromium:
         self.browser: Browser | None = None
         self._contexts: set[BrowserContext] = set()
         self._closed = False
+        self._closing = CloseOnce()
 
     def __repr__(self) -> str:
         return f"Chromium({str(self.executable)!r}, headless={self.headless})"
@@ -157,7 +165,7 @@ class Chromium:
     async def start(self) -> None:
         """Launch the browser (idempotent)."""
         if self._closed:
-            raise ConfigurationError(f"{self!r} was closed")
+            raise InvalidStateError(f"{self!r} was closed")
         if self.browser is not None:
             return
         if not self.executable.is_file():
@@ -193,9 +201,13 @@ class Chromium:
         return await context.new_page()
 
     async def close(self) -> None:
-        """Close every context, the browser and Playwright's driver; safe to call twice."""
-        if self._closed:
-            return
+        """Close every context, the browser and Playwright's driver; safe to call twice.
+
+        A second caller waits for the first close to end.
+        """
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         browser, self.browser = self.browser, None
         playwright, self._playwright = self._playwright, None
@@ -302,6 +314,9 @@ class BrowserPeer:
             SyntheticVideoTrack(width, height, fps, seed) if video == "synthetic" else None
         )
         self._synthetic_started: float | None = None
+        # Called with (receiver, remote, time_s, stamp or None) for each frame the page
+        # presents, in batches (see app.js: StampReader); QualityMonitor listens here.
+        self.frame_listeners: list[Callable[[str, str, float, Stamp | None], None]] = []
         self.viewport = viewport
         self.events = events or EventLog(clock)
         self.clock = clock or self.events.clock
@@ -315,6 +330,7 @@ class BrowserPeer:
         self._previous: dict[tuple[str, str, str], _Previous] = {}
         self._joined = False
         self._closed = False
+        self._closing = CloseOnce()
 
     def __repr__(self) -> str:
         return f"BrowserPeer({self.user_id!r})"
@@ -335,9 +351,9 @@ class BrowserPeer:
     async def join(self) -> list[str]:
         """Open the page and join the room; returns the members already there."""
         if self._closed:
-            raise ConfigurationError(f"{self!r} is closed")
+            raise InvalidStateError(f"{self!r} is closed")
         if self._joined or self.page is not None:
-            raise ConfigurationError(f'{self!r} already joined room "{self.room}"')
+            raise InvalidStateError(f'{self!r} already joined room "{self.room}"')
         if self._chromium is None:
             self._chromium = Chromium()
         page = await self._chromium.new_page(viewport=self.viewport)
@@ -346,6 +362,7 @@ class BrowserPeer:
         page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
         # Page events (connection states, tracks...) on the lab's clock and event log.
         await page.expose_function("webrtclabEvent", self._on_page_event)
+        await page.expose_function("webrtclabFrames", self._on_page_frames)
         if self._synthetic is not None:
             await page.route(f"**{SYNTHETIC_ASSETS_PATH}?*", self._serve_synthetic_assets)
         epoch_ms = (time.time() - self.clock.now()) * 1000
@@ -378,9 +395,13 @@ class BrowserPeer:
             await self.page.evaluate("window.webrtclab.leave()")
 
     async def close(self) -> None:
-        """Leave, close the page and, if this peer launched it, the browser; safe twice."""
-        if self._closed:
-            return
+        """Leave, close the page and, if this peer launched it, the browser; safe twice.
+
+        A second caller waits for the first close to end.
+        """
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         page, self.page = self.page, None
         errors: list[BaseException] = []
@@ -449,7 +470,7 @@ class BrowserPeer:
 
     def _page(self) -> Page:
         if self.page is None or self._closed:
-            raise ConfigurationError(f"{self!r} has no open page: join() first")
+            raise InvalidStateError(f"{self!r} has no open page: join() first")
         return self.page
 
     async def _call(self, expression: str, arg: Any = None) -> Any:
@@ -587,6 +608,12 @@ class BrowserPeer:
         self.console.append(line)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%r console %s", self, line)
+
+    def _on_page_frames(self, rows: list[list[Any]]) -> None:
+        for remote, time_ms, frame, sent_ms in rows:
+            stamp = Stamp(int(frame), int(sent_ms)) if frame >= 0 else None
+            for listener in list(self.frame_listeners):
+                listener(self.user_id, str(remote), float(time_ms) / 1000, stamp)
 
     def _on_page_event(self, remote: str, event: str, detail: str) -> None:
         self.events.add(self.user_id, remote, event, detail)

@@ -15,9 +15,9 @@ from collections.abc import Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+# Subcommands import what they need when they run: ``serve`` and ``--help`` must not
+# load aiortc, pandas or matplotlib (see tests/test_architecture.py).
 from .exceptions import ConfigurationError, WebrtcLabError
-from .loopback import LOOPBACK
-from .media import MediaSpec
 
 if TYPE_CHECKING:
     from aiortc import RTCIceServer
@@ -171,6 +171,8 @@ async def _ice_servers(signal_url: str, token: str | None) -> list[RTCIceServer]
 
 
 async def _peer(args: argparse.Namespace) -> None:
+    from .loopback import LOOPBACK
+    from .media import MediaSpec
     from .peer import Peer
 
     width, height = args.size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "InvalidStateError",
     "LabTimeoutError",
     "ProtocolError",
     "SignalingError",
@@ -21,6 +22,15 @@ class WebrtcLabError(Exception):
 
 class ConfigurationError(WebrtcLabError, ValueError):
     """A setting or argument has a value that cannot be used."""
+
+
+class InvalidStateError(WebrtcLabError, RuntimeError):
+    """An operation met an object in a state that does not allow it (closed, already joined).
+
+    Not a bad argument: the same call succeeds on an object in the right state.  A
+    ``RuntimeError``, like Python's own errors for calls made at the wrong time
+    ("Event loop is closed"), so it is not caught as a ``ValueError``.
+    """
 
 
 class ProtocolError(WebrtcLabError, ValueError):

@@ -11,10 +11,11 @@ from urllib.parse import urlencode
 import pandas as pd
 from aiortc import RTCIceServer
 
+from ._tasks import CloseOnce
 from .auth import TurnConfig
 from .browser import BrowserPeer, Chromium, raw_dataframe
 from .events import EventLog, LabClock
-from .exceptions import ConfigurationError, LabTimeoutError
+from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError
 from .loopback import LOOPBACK
 from .media import MediaSpec
 from .netem.conditions import LinkConditions
@@ -95,6 +96,7 @@ class Lab:
         self.peers: dict[str, Peer] = {}
         # Chromium pages in the room (add_browser_peer); they share one browser.
         self.browsers: dict[str, BrowserPeer] = {}
+        self._member_callbacks: list[Callable[[Peer | BrowserPeer], None]] = []
         self._chromium: Chromium | None = None
         self._chromium_lock = asyncio.Lock()
         if network is not None and link is not None:
@@ -119,6 +121,7 @@ class Lab:
         )
         self._started = False
         self._closed = False
+        self._closing = CloseOnce()
 
     @property
     def url(self) -> str:
@@ -128,7 +131,7 @@ class Lab:
     async def start(self) -> None:
         """Start the signaling server (if the lab owns it) and the stats sampler."""
         if self._closed:
-            raise ConfigurationError("cannot start a lab that was closed")
+            raise InvalidStateError("cannot start a lab that was closed")
         if self._started:
             return
         if isinstance(self.turn, TurnServer):
@@ -200,6 +203,7 @@ class Lab:
             options.setdefault("relay_only", self.relay_only)
         peer = Peer(user_id, media=media, echo_chat=echo_chat, events=self.events, **options)
         self.peers[user_id] = peer
+        self._member_added(peer)
         try:
             await peer.join(
                 self.server.url,
@@ -248,6 +252,7 @@ class Lab:
             **options,
         )
         self.browsers[user_id] = browser
+        self._member_added(browser)
         try:
             await browser.join()
         except BaseException:
@@ -256,10 +261,28 @@ class Lab:
             raise
         return browser
 
+    def on_member_added(self, callback: Callable[[Peer | BrowserPeer], None]) -> Callable[[], None]:
+        """Call ``callback(member)`` for every peer or browser peer added from now on.
+
+        Called before the member joins, so listeners see its first frame.  Returns
+        the function that unsubscribes.
+        """
+        self._member_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._member_callbacks:
+                self._member_callbacks.remove(callback)
+
+        return unsubscribe
+
+    def _member_added(self, member: Peer | BrowserPeer) -> None:
+        for callback in list(self._member_callbacks):
+            callback(member)
+
     async def _shared_chromium(self) -> Chromium:
         async with self._chromium_lock:
             if self._closed:
-                raise ConfigurationError("cannot add a browser peer to a lab that was closed")
+                raise InvalidStateError("cannot add a browser peer to a lab that was closed")
             if self._chromium is None:
                 chromium = Chromium()
                 await chromium.start()
@@ -287,7 +310,7 @@ class Lab:
         if not self._own_server:
             raise ConfigurationError("restart_server needs a lab that started its own server")
         if not self._started or self._closed:
-            raise ConfigurationError("restart_server needs a started lab that is not closed")
+            raise InvalidStateError("restart_server needs a started lab that is not closed")
         old = self.server
         await old.close()
         self.events.add("", "", "server-stopped", old.url)
@@ -354,9 +377,13 @@ class Lab:
         self.events.add(src, dst, "link-change", repr(conditions))
 
     async def close(self) -> None:
-        """Stop sampling, close every peer, then the server; safe to call twice."""
-        if self._closed:
-            return
+        """Stop sampling, close every peer, then the server; safe to call twice.
+
+        A second caller waits for the first close to end.
+        """
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         errors: list[BaseException] = []
         results = await asyncio.gather(

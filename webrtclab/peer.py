@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import random
-import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
@@ -33,11 +32,11 @@ from aiortc import (
 from aiortc.contrib.media import MediaRelay
 from pyee.asyncio import AsyncIOEventEmitter
 
-from ._tasks import cancel_and_wait
+from ._tasks import CloseOnce, cancel_and_wait
 from .cc.control import CongestionControl, parse_congestion_control
 from .compat.aiortc import enable_transport_cc
 from .events import EventLog
-from .exceptions import ConfigurationError, LabTimeoutError, SignalingError
+from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError, SignalingError
 from .loopback import LOOPBACK
 from .media import SYNTHETIC_SOURCES, FramePacer, MediaSpec, open_media, synthetic_video
 from .recording import Recorder
@@ -51,7 +50,7 @@ from .session import (
 from .signaling import messages as m
 from .signaling.client import Backoff, SignalingClient
 
-__all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession", "watch_peers"]
+__all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,32 +58,6 @@ logger = logging.getLogger(__name__)
 MAX_EARLY_CANDIDATES = 64
 # Wait after a session is lost before re-establishing it (see Peer._on_failed).
 LOST_SETTLE_S = 0.3
-
-PeerCallback = Callable[
-    [
-        "Peer",
-    ],
-    None,
-]
-
-# Callbacks for peers created with a given event log (one per lab): how a quality
-# monitor attached to a lab also attaches to the peers added after it.
-_WATCHERS: weakref.WeakKeyDictionary[EventLog, list[PeerCallback]] = weakref.WeakKeyDictionary()
-
-
-def watch_peers(events: EventLog, callback: PeerCallback) -> Callable[[], None]:
-    """Call ``callback(peer)`` for every :class:`Peer` created from now on with ``events``.
-
-    Returns the function that stops watching.
-    """
-    callbacks = _WATCHERS.setdefault(events, [])
-    callbacks.append(callback)
-
-    def unwatch() -> None:
-        with contextlib.suppress(ValueError):
-            callbacks.remove(callback)
-
-    return unwatch
 
 
 def _is_turn(server: RTCIceServer) -> bool:
@@ -171,6 +144,7 @@ class Peer(AsyncIOEventEmitter):
         self._switching = asyncio.Lock()
         self._retiring: set[PeerSession] = set()
         self._closed = False
+        self._closing = CloseOnce()
         # Reconnection and re-establishment.
         self.reconnect = reconnect
         self.reestablish = reestablish
@@ -188,8 +162,6 @@ class Peer(AsyncIOEventEmitter):
         # Serialises negotiation: the reader and scheduled re-offers both create sessions.
         self._negotiation = asyncio.Lock()
         self._rng = random.Random()
-        for callback in list(_WATCHERS.get(self.events, ())):
-            callback(self)
 
     def __repr__(self) -> str:
         return f"Peer({self.user_id!r})"
@@ -220,9 +192,9 @@ class Peer(AsyncIOEventEmitter):
         ``refresh_token`` gives the token for each reconnection (default: ``token``).
         """
         if self._closed:
-            raise ConfigurationError(f"{self!r} is closed")
+            raise InvalidStateError(f"{self!r} is closed")
         if self.signaling is not None:
-            raise ConfigurationError(f'{self!r} already joined room "{self.room_id}"')
+            raise InvalidStateError(f'{self!r} already joined room "{self.room_id}"')
         client = SignalingClient(url, token=token)
         self.signaling = client
         existing = await client.join(room_id, self.user_id, timeout=timeout)
@@ -626,7 +598,7 @@ class Peer(AsyncIOEventEmitter):
         to the recorder (``video_codec``, ``audio_codec``, ``video_options``).
         """
         if self._closed:
-            raise ConfigurationError(f"{self!r} is closed")
+            raise InvalidStateError(f"{self!r} is closed")
         tracks = [
             (f"{session.remote}/{kind}", session.subscribe(kind))
             for session in self._targets(remote)
@@ -664,9 +636,13 @@ class Peer(AsyncIOEventEmitter):
     # --- teardown ---------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Leave the room and close every session; safe to call twice, bounded in time."""
-        if self._closed:
-            return
+        """Leave the room and close every session; safe to call twice, bounded in time.
+
+        A second caller waits for the first close to end.
+        """
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         # Recordings first, each in its own task: the files are finalised even when
         # the task closing the peer was cancelled and later steps re-raise that.

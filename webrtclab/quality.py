@@ -3,13 +3,17 @@
 aiortc measures none of these.  A :class:`QualityMonitor` reads the stamp every
 lab video source draws into its frames (:func:`webrtclab.media.read_stamp`) and,
 since sender and receiver share a process and a clock, compares each received
-frame with the exact picture that was sent.  Data-channel messages carry ``seq``
+frame with the exact picture that was sent.  Browser peers are measured too: a
+lab peer receiving a browser's synthetic video (``video="synthetic"``) re-renders
+its frames like a lab sender's, and a browser page reads the stamps of the frames
+Chrome presents and reports them (latency, intervals, freezes; no PSNR, the pixels
+stay in the page).  Data-channel messages carry ``seq``
 and ``sent_ms`` (:meth:`webrtclab.peer.PeerSession.send_cursor`).
 
 Frames table, one row per received video frame (:data:`FRAME_COLUMNS`):
 
 ===============  ==========================================================================
-``time_s``       receive time, on the lab clock
+``time_s``       receive time, on the lab clock (decoded by aiortc; presented by Chrome)
 ``peer``         the receiver
 ``remote``       the sender
 ``frame``        the sender's frame index (its 16-bit stamp value when the sender is not
@@ -45,10 +49,11 @@ import av
 import numpy as np
 import pandas as pd
 
+from .browser import BrowserPeer
 from .events import LabClock
 from .exceptions import ConfigurationError
-from .media import luma_plane, read_stamp, stamp_band
-from .peer import Peer, PeerSession, watch_peers
+from .media import Stamp, luma_plane, read_stamp, stamp_band
+from .peer import Peer, PeerSession
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -200,6 +205,7 @@ class QualityMonitor:
         self._streams: dict[tuple[str, str], _VideoStream] = {}
         self._channels: dict[tuple[str, str, str], _Channel] = {}
         self._handlers: dict[Peer, Callable[[str, str, Any], None]] = {}
+        self._browsers: list[BrowserPeer] = []
         self._unwatch: Callable[[], None] | None = None
         self._closed = False
         # Where a receiver finds the sender of a stream, to re-render its frames: the
@@ -207,30 +213,38 @@ class QualityMonitor:
         self._senders: Callable[[str], FrameSender | None]
         if isinstance(lab_or_peers, Peer):
             lab_or_peers = [lab_or_peers]
+        members: list[Peer | BrowserPeer]
         if isinstance(lab_or_peers, Iterable):
             peers = list(lab_or_peers)
             self._senders = {p.user_id: p for p in peers}.get
             default_clock: LabClock | None = peers[0].events.clock if peers else None
+            members = list(peers)
         else:
             lab = lab_or_peers
             self._senders = lambda name: lab.peers.get(name) or lab.browsers.get(name)
             default_clock = lab.clock
-            self._unwatch = watch_peers(lab.events, self._attach)
-            peers = list(lab.peers.values())
+            self._unwatch = lab.on_member_added(self._attach)
+            members = [*lab.peers.values(), *lab.browsers.values()]
         clock = clock if clock is not None else default_clock
         if clock is None:
             raise ConfigurationError("QualityMonitor needs a clock= when given no peers")
         self._clock: Callable[[], float] = clock.now if isinstance(clock, LabClock) else clock
-        for peer in peers:
-            self._attach(peer)
+        for member in members:
+            self._attach(member)
 
     def __repr__(self) -> str:
         return f"QualityMonitor({len(self._handlers)} peers, {len(self.frame_rows)} frames)"
 
     # --- attaching -------------------------------------------------------------------------
 
-    def _attach(self, peer: Peer) -> None:
-        if self._closed or peer in self._handlers:
+    def _attach(self, peer: Peer | BrowserPeer) -> None:
+        if self._closed or peer in self._handlers or peer in self._browsers:
+            return
+        if isinstance(peer, BrowserPeer):
+            # The page reads the stamps of what Chrome shows (no PSNR: the pixels stay
+            # in the page) and reports them in batches.
+            peer.frame_listeners.append(self._on_browser_frame)
+            self._browsers.append(peer)
             return
 
         def on_message(remote: str, label: str, payload: Any) -> None:
@@ -252,6 +266,10 @@ class QualityMonitor:
                 peer.frame_listeners.remove(self._on_frame)
             peer.remove_listener("message", handler)
         self._handlers.clear()
+        for browser in self._browsers:
+            if self._on_browser_frame in browser.frame_listeners:
+                browser.frame_listeners.remove(self._on_browser_frame)
+        self._browsers.clear()
         self.flush()
 
     def flush(self) -> None:
@@ -267,40 +285,64 @@ class QualityMonitor:
         if kind != "video" or not isinstance(frame, av.VideoFrame):
             return
         now = self._clock()
-        receiver, remote = session.peer.user_id, session.remote
+        stream = self._stream(session.peer.user_id, session.remote)
+        plane = luma_plane(frame)
+        stamp = read_stamp(plane)
+        psnr_db = math.nan
+        index = self._index(session.remote, stamp)
+        if index is not None and self.psnr_every and (stream.frames - 1) % self.psnr_every == 0:
+            sender = self._senders(session.remote)
+            reference = sender.reference_frame(index, luma=True) if sender else None
+            if reference is not None:
+                if plane.shape != reference.shape:
+                    # Scaled down by the sender (libwebrtc adapts resolution):
+                    # compared as a viewer sees it, scaled back up.
+                    height, width = reference.shape
+                    scaled = frame.reformat(width, height, "yuv420p", interpolation="BILINEAR")
+                    plane = luma_plane(scaled)
+                psnr_db = _psnr(plane, reference)
+        self._add_frame(session.peer.user_id, session.remote, now, stamp, index, psnr_db)
+
+    def _on_browser_frame(
+        self, receiver: str, remote: str, time_s: float, stamp: Stamp | None
+    ) -> None:
+        self._stream(receiver, remote)
+        self._add_frame(receiver, remote, time_s, stamp, self._index(remote, stamp), math.nan)
+
+    def _stream(self, receiver: str, remote: str) -> _VideoStream:
         stream = self._streams.get((receiver, remote))
         if stream is None:
-            stream = self._streams[(receiver, remote)] = _VideoStream(now, now)
+            stream = self._streams[(receiver, remote)] = _VideoStream(math.nan, math.nan)
+        stream.frames += 1
+        return stream
+
+    def _index(self, remote: str, stamp: Stamp | None) -> int | None:
+        sender = self._senders(remote) if stamp is not None else None
+        return sender.sent_frame_index(stamp.frame) if sender and stamp else None
+
+    def _add_frame(
+        self,
+        receiver: str,
+        remote: str,
+        now: float,
+        stamp: Stamp | None,
+        index: int | None,
+        psnr_db: float,
+    ) -> None:
+        stream = self._streams[(receiver, remote)]
+        if math.isnan(stream.last_s):
+            stream.first_s = now
             interval_ms = math.nan
         else:
             interval_ms = (now - stream.last_s) * 1000
         freeze = self._is_freeze(stream, interval_ms)
         stream.last_s = now
-        stream.frames += 1
-
-        plane = luma_plane(frame)
-        stamp = read_stamp(plane)
         number: int | None = None
-        latency_ms = psnr_db = math.nan
+        latency_ms = math.nan
         if stamp is not None:
-            number = stamp.frame
+            number = stamp.frame if index is None else index
             # Both ends truncate to ms on one clock; the difference is exact mod 65536.
             latency_ms = float((int(now * 1000) - stamp.sent_ms) & 0xFFFF)
-            sender = self._senders(remote)
-            index = sender.sent_frame_index(stamp.frame) if sender is not None else None
-            if sender is not None and index is not None:
-                number = index
-                if self.psnr_every and (stream.frames - 1) % self.psnr_every == 0:
-                    reference = sender.reference_frame(index, luma=True)
-                    if reference is not None:
-                        if plane.shape != reference.shape:
-                            # Scaled down by the sender (libwebrtc adapts resolution):
-                            # compared as a viewer sees it, scaled back up.
-                            height, width = reference.shape
-                            plane = luma_plane(
-                                frame.reformat(width, height, "yuv420p", interpolation="BILINEAR")
-                            )
-                        psnr_db = _psnr(plane, reference)
         row: FrameRow = (now, receiver, remote, number, latency_ms, psnr_db, interval_ms, freeze)
         self.frame_rows.append(row)
         self._frame_batch.add(row, now)

@@ -29,7 +29,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ._tasks import cancel_and_wait
-from .exceptions import ConfigurationError, LabTimeoutError
+from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError
 
 __all__ = ["Recorder"]
 
@@ -238,7 +238,7 @@ class Recorder:
         :class:`~webrtclab.exceptions.LabTimeoutError` if no track has one.
         """
         if self._started or self._stopped:
-            raise ConfigurationError(f"{self!r} was already started")
+            raise InvalidStateError(f"{self!r} was already started")
         self._started = True
         try:
             # FFmpeg opens the file only when the header is written: find out now.

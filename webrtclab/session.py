@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ._tasks import cancel_and_wait
 from .cc.control import RateControl
+from .compat.aioice import gather_on, guard_checks, ice_connection
 from .compat.aiortc import (
     ConnectionHooks,
     encoder_target,
@@ -35,7 +36,6 @@ from .compat.aiortc import (
     nominated_pair,
 )
 from .exceptions import ConfigurationError
-from .loopback import gather_on
 from .sdp import filter_candidates, parse_candidate, strip_transport_cc
 from .signaling import messages as m
 
@@ -220,12 +220,10 @@ class PeerSession:
         """Ignore ICE checks that come from addresses this peer does not accept.
 
         Filtering signaled candidates is not enough: a remote that also gathers on
-        other interfaces (Chromium: 192.0.2.2 and 127.0.0.1) sends checks from them
-        to our loopback candidate, and aioice would answer, learn the source as a
-        peer-reflexive candidate and, if the remote nominates that pair, send all
-        media to it.  Unanswered, such checks fail and the loopback pair wins.
-        Runs before gathering, so before any socket can receive a check; with
-        BUNDLE there is one aioice connection for every transceiver.
+        other interfaces sends checks from them (see
+        :func:`~webrtclab.compat.aioice.guard_checks`).  Unanswered, such checks fail
+        and the loopback pair wins.  Runs before gathering, so before any socket can
+        receive a check; with BUNDLE there is one ICE connection for every transceiver.
         """
         if self.peer.host_addresses is None:
             return
@@ -233,21 +231,9 @@ class PeerSession:
         if self.pc.sctp is not None:
             transports.append(self.pc.sctp.transport)
         for dtls in transports:
-            connection = getattr(getattr(dtls, "transport", None), "_connection", None)
-            if connection is None or getattr(connection, "_webrtclab_guarded", False):
-                continue
-            original = connection.request_received
-
-            def request_received(
-                message: Any, addr: tuple[str, int], protocol: Any, _orig: Any = original
-            ) -> None:
-                if self.peer.accepts_address(addr[0]):
-                    _orig(message, addr, protocol)
-                else:
-                    logger.debug("%r: ignored an ICE check from %s", self, addr[0])
-
-            connection.request_received = request_received
-            connection._webrtclab_guarded = True
+            connection = ice_connection(getattr(dtls, "transport", None))
+            if connection is not None:
+                guard_checks(connection, self.peer.accepts_address, owner=self)
 
     async def _set_remote(self, description: RTCSessionDescription) -> None:
         sdp = filter_candidates(description.sdp, self.peer.accepts_candidate)

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from ._tasks import cancel_and_wait
-from .compat.aiortc import media_stream_stats
+from .compat.aiortc import media_stream_stats, negotiated_codecs
 from .events import LabClock
 from .exceptions import ConfigurationError
 
@@ -135,10 +135,9 @@ class _Previous:
 
 def _clock_rates(session: PeerSession) -> dict[str, int]:
     rates = dict(DEFAULT_CLOCK_RATES)
-    for transceiver in session.pc.getTransceivers():
-        codecs = getattr(transceiver, "_codecs", None)
+    for kind, codecs in negotiated_codecs(session.pc).items():
         if codecs:
-            rates[transceiver.kind] = codecs[0].clockRate
+            rates[kind] = codecs[0].clockRate
     return rates
 
 

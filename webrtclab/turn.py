@@ -23,9 +23,9 @@ from pathlib import Path
 
 from aioice import stun
 
-from ._tasks import cancel_and_wait
+from ._tasks import CloseOnce, cancel_and_wait
 from .auth import TurnConfig, TurnCredentials
-from .exceptions import ConfigurationError, LabTimeoutError, WebrtcLabError
+from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError, WebrtcLabError
 
 __all__ = ["TurnServer", "TurnServerError"]
 
@@ -88,6 +88,7 @@ class TurnServer:
         self._log: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._closed = False
+        self._closing = CloseOnce()
 
     def __repr__(self) -> str:
         return f"TurnServer({self.host}:{self.port}, running={self.running})"
@@ -106,7 +107,7 @@ class TurnServer:
     def config(self) -> TurnConfig:
         """URIs and secrets for :class:`~webrtclab.signaling.SignalingServer` (``turn=``)."""
         if self._process is None:
-            raise ConfigurationError("the TURN server is not started: its port is not known")
+            raise InvalidStateError("the TURN server is not started: its port is not known")
         return TurnConfig(secrets=self._config.secrets, uris=(self.uri,), ttl_s=self._config.ttl_s)
 
     def credentials(self, user_id: str, *, ttl_s: int | None = None) -> TurnCredentials:
@@ -126,7 +127,7 @@ class TurnServer:
     async def start(self) -> None:
         """Start coturn and wait until it answers a STUN binding request."""
         if self._closed:
-            raise ConfigurationError("cannot start a TURN server that was closed")
+            raise InvalidStateError("cannot start a TURN server that was closed")
         if self._process is not None:
             return
         path = shutil.which(self.executable)
@@ -233,7 +234,7 @@ class TurnServer:
     async def restart(self) -> None:
         """Stop coturn if it runs and start it again on the same port and secrets."""
         if self._closed:
-            raise ConfigurationError("cannot restart a TURN server that was closed")
+            raise InvalidStateError("cannot restart a TURN server that was closed")
         await self._stop()
         await self.start()
 
@@ -245,8 +246,9 @@ class TurnServer:
 
     async def close(self) -> None:
         """Stop coturn and remove its files; safe to call twice."""
-        if self._closed:
-            return
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         await self._stop()
 

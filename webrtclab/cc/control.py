@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..exceptions import ConfigurationError
-from .gcc import GccController
+from .gcc import GccController, ProbeBitrateEstimator, ProbeCluster, ProbeController
 from .pacer import Pacer
 from .recovery import KeyframeThrottle, NackPolicy, RtxGuard
 from .twcc import SendHistory, TransportFeedback
@@ -29,6 +29,7 @@ MODES: tuple[str, ...] = ("gcc", "remb", "none", "fixed")
 # Audio's share of the target, within its range (libwebrtc's bitrate allocator gives
 # audio its configured rate first; Opus speech is fine from ~16 kbit/s).
 AUDIO_SHARE = 0.1
+_MAX_PROBES_IN_FLIGHT = 4096
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,9 @@ class StreamCounters:
     """What one sending stream (by kind) put on the network, cumulative."""
 
     rtx_packets: int = 0
-    rtx_bytes: int = 0  # retransmitted RTP payload
+    rtx_bytes: int = 0  # retransmitted RTP payload (not probes)
+    probe_packets: int = 0  # probe packets: RTX copies of recent packets, to measure the link
+    probe_bytes: int = 0
     wire_bytes: int = 0  # SRTP packets as sent: headers, payload, padding, auth tag
     wire_packets: int = 0
 
@@ -158,6 +161,13 @@ class RateControl:
         self.feedback_received = 0
         self.gcc = GccController(start_bps=s.start_bps, min_bps=s.min_bps, max_bps=s.max_bps)
         self.history = SendHistory()
+        # Probing (gcc with transport-wide feedback): clusters to send, and which
+        # transport-wide sequence number (16 bits) carried which cluster's probe.
+        self.probes = ProbeController(max_bps=s.max_bps)
+        self.probe_estimator = ProbeBitrateEstimator()
+        self.probing_started = False
+        self._probe_queue: list[ProbeCluster] = []
+        self._probe_of: dict[int, ProbeCluster] = {}
         self.pacer = Pacer(target_bps=self.target_bps, pacing_factor=s.pacing_factor)
         self.rtx = {"audio": RtxGuard(share=s.rtx_share), "video": RtxGuard(share=s.rtx_share)}
         self.keyframes = KeyframeThrottle()
@@ -166,6 +176,8 @@ class RateControl:
         self.counters = {"audio": StreamCounters(), "video": StreamCounters()}
         #: per-kind encoder target setters, registered by the seam
         self._encoders: dict[str, Callable[[int], None]] = {}
+        #: per-kind highest useful rate reported by the encoder (its picture size's)
+        self._stream_max: dict[str, int] = {}
         self._targets = self.split(self.target_bps)
 
     # --- the target ------------------------------------------------------------------
@@ -187,8 +199,23 @@ class RateControl:
         if s.mode in ("none", "fixed"):
             return {"audio": s.audio_max_bps, "video": s.fixed_bps}
         audio = int(min(s.audio_max_bps, max(s.audio_min_bps, total_bps * AUDIO_SHARE)))
-        video = int(min(s.video_max_bps, max(s.video_min_bps, total_bps - audio)))
+        video_max = min(s.video_max_bps, self._stream_max.get("video", s.video_max_bps))
+        video = int(min(video_max, max(s.video_min_bps, total_bps - audio)))
         return {"audio": audio, "video": video}
+
+    def set_stream_max(self, kind: str, bps: int) -> None:
+        """The highest rate ``kind``'s encoder can use (for its picture size).
+
+        The split gives it no more, and probing stops at what all streams can use, as
+        libwebrtc's probe controller stops at the total allocatable rate.
+        """
+        if self._stream_max.get(kind) == bps:
+            return
+        self._stream_max[kind] = bps
+        s = self.settings
+        video = min(s.video_max_bps, self._stream_max.get("video", s.video_max_bps))
+        self.probes.set_max(video + s.audio_max_bps)
+        self._apply()
 
     def target_of(self, kind: str) -> int:
         """The current target of ``kind`` (bit/s)."""
@@ -217,9 +244,41 @@ class RateControl:
         self.twcc_negotiated = True
         self.feedback_received += 1
         results = self.history.on_feedback(feedback)
-        if results and self.settings.mode == "gcc":
-            self.gcc.on_feedback(results, self.clock())
-            self._apply()
+        if not results or self.settings.mode != "gcc":
+            return
+        now = self.clock()
+        probed = {
+            r.sequence: cluster
+            for r in results
+            if (cluster := self._probe_of.pop(r.sequence & 0xFFFF, None)) is not None
+        }
+        if probed:
+            rate = self.probe_estimator.on_feedback(results, probed)
+            if rate is not None:
+                self.gcc.on_probe_result(rate, now)
+        self.gcc.on_feedback(results, now)
+        self._probe_queue.extend(self.probes.on_estimate(self.gcc.target_bps, now))
+        self._apply()
+
+    # --- probing ---------------------------------------------------------------------
+
+    def start_probing(self) -> None:
+        """Queue the initial probes (once, when media flows with transport-wide feedback)."""
+        if self.probing_started or self.settings.mode != "gcc":
+            return
+        self.probing_started = True
+        self._probe_queue.extend(self.probes.on_start(self.gcc.target_bps, self.clock()))
+
+    def take_probes(self) -> list[ProbeCluster]:
+        """The clusters to send now (each once)."""
+        clusters, self._probe_queue = self._probe_queue, []
+        return clusters
+
+    def probe_sent(self, sequence: int, cluster: ProbeCluster) -> None:
+        """Packet ``sequence`` (16 bits) carried a probe of ``cluster``."""
+        if len(self._probe_of) > _MAX_PROBES_IN_FLIGHT:
+            self._probe_of.clear()  # never acknowledged: the feedback stopped
+        self._probe_of[sequence & 0xFFFF] = cluster
 
     def on_rtt(self, rtt_s: float) -> None:
         """An RTT sample from an RTCP report."""

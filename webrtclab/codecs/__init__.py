@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 
+# Below this many bits per pixel and frame VP8 sends a smaller picture (see Vp8Encoder).
+MIN_BITS_PER_PIXEL = 0.07
+
+
 def _check_range(name: str, value: object) -> tuple[int, int]:
     if (
         not isinstance(value, tuple)
@@ -51,11 +55,14 @@ def make_encoder(
     video_range: tuple[int, int],
     audio_range: tuple[int, int],
     start_bps: int,
+    adaptive: bool = True,
 ) -> Encoder:
     """An encoder for ``codec``: ours for VP8 and Opus, aiortc's for anything else.
 
     ``video_range`` and ``audio_range`` are the ``(min, max)`` bit/s of the target;
     ``start_bps`` is the first target, clamped into the range of the codec's media.
+    ``adaptive`` lets VP8 adapt to its picture as libwebrtc does (a rate cap for the
+    picture size, a smaller picture under a low target); off, it sends at the target.
     """
     video_low, video_high = _check_range("video_range", video_range)
     audio_low, audio_high = _check_range("audio_range", audio_range)
@@ -63,7 +70,13 @@ def make_encoder(
         raise ConfigurationError(f"start_bps={start_bps!r} must be a positive int")
     mime = codec.mimeType.lower()
     if mime == "video/vp8":
-        return Vp8Encoder(bitrate=start_bps, min_bitrate=video_low, max_bitrate=video_high)
+        return Vp8Encoder(
+            bitrate=start_bps,
+            min_bitrate=video_low,
+            max_bitrate=video_high,
+            size_max=adaptive,
+            min_bits_per_pixel=MIN_BITS_PER_PIXEL if adaptive else 0,
+        )
     if mime == "audio/opus":
         return OpusEncoder(bitrate=start_bps, min_bitrate=audio_low, max_bitrate=audio_high)
     return get_encoder(codec)

@@ -69,12 +69,15 @@ __all__ = [
     "DEFAULT_BITRATE",
     "DEFAULT_MAX_BITRATE",
     "DEFAULT_MIN_BITRATE",
+    "MIN_SCALED_WIDTH",
+    "SCALE_HOLD_S",
     "SUPPORTED_LIBVPX",
     "CodecError",
     "Vp8Encoder",
     "VpxEncCfg",
     "check_config_layout",
     "default_config",
+    "default_max_bitrate",
     "encoder_abi_version",
     "find_libvpx",
     "is_vp8_keyframe",
@@ -87,6 +90,25 @@ logger = logging.getLogger(__name__)
 DEFAULT_BITRATE = 500_000
 DEFAULT_MIN_BITRATE = 30_000
 DEFAULT_MAX_BITRATE = 2_500_000
+# Resolution adaptation (Vp8Encoder's min_bits_per_pixel): the smallest width scaled to
+# (a stamp band's blocks stay 8 pixels wide) and the frames between two changes.
+MIN_SCALED_WIDTH = 160
+SCALE_HOLD_S = 2.0
+
+
+def default_max_bitrate(width: int, height: int) -> int:
+    """libwebrtc's default highest video rate for a picture size, in bit/s.
+
+    ``GetMaxDefaultVideoBitrateKbps`` in libwebrtc's ``video/config/encoder_stream_factory.cc``
+    (600, 1700, 2000 and 2500 kbit/s up to 320x240, 640x480, 960x540 and above): beyond
+    these the picture barely improves, so a call does not spend the link on it.
+    """
+    pixels = width * height
+    for limit, kbps in ((320 * 240, 600), (640 * 480, 1700), (960 * 540, 2000)):
+        if pixels <= limit:
+            return kbps * 1000
+    return 2_500_000
+
 
 #: Bytes of padding after the mirrored prefix of ``vpx_codec_enc_cfg_t``.
 CFG_PADDING = 2048
@@ -482,7 +504,15 @@ class Vp8Encoder(Encoder):
     - ``keyframe_interval``: ``kf_max_dist`` in frames, 0 disables automatic keyframes;
     - ``noise_sensitivity``: ``VP8E_SET_NOISE_SENSITIVITY`` (libwebrtc's adaptive
       denoiser is 4 on desktop, 0 turns it off);
-    - ``threads``: ``g_threads``; default as aiortc (and libwebrtc) for the resolution.
+    - ``threads``: ``g_threads``; default as aiortc (and libwebrtc) for the resolution;
+    - ``size_max``: also cap the rate at :func:`default_max_bitrate` of the source's size
+      (:attr:`size_max_bitrate`), as libwebrtc does when no maximum is configured;
+    - ``min_bits_per_pixel``: scale the picture down by half (to no less than
+      :data:`MIN_SCALED_WIDTH` wide) while the target gives fewer bits per pixel and frame
+      than this, and back up once the larger size would get 1.5 times as many, as
+      libwebrtc's resolution adaptation does under a low estimate (a rebuild and a
+      keyframe at each change, at most one per ``SCALE_HOLD_S`` seconds of frames);
+      0 keeps the source size.  :attr:`scale` is the current factor.
     """
 
     def __init__(
@@ -500,6 +530,8 @@ class Vp8Encoder(Encoder):
         keyframe_interval: int = 3000,
         noise_sensitivity: int = 4,
         threads: int | None = None,
+        size_max: bool = False,
+        min_bits_per_pixel: float = 0.0,
     ) -> None:
         self._closed = True  # until fully constructed: __del__ must find nothing to free
         _check_int("min_bitrate", min_bitrate, 1_000, 1_000_000_000)
@@ -524,6 +556,14 @@ class Vp8Encoder(Encoder):
         _check_int("noise_sensitivity", noise_sensitivity, 0, 6)
         if threads is not None:
             _check_int("threads", threads, 1, 64)
+        if (
+            isinstance(min_bits_per_pixel, bool)
+            or not isinstance(min_bits_per_pixel, int | float)
+            or not 0 <= min_bits_per_pixel <= 10
+        ):
+            raise ConfigurationError(
+                f"min_bits_per_pixel={min_bits_per_pixel!r} must be in [0, 10]"
+            )
 
         self.min_bitrate = min_bitrate
         self.max_bitrate = max_bitrate
@@ -536,6 +576,13 @@ class Vp8Encoder(Encoder):
         self.keyframe_interval = keyframe_interval
         self.noise_sensitivity = noise_sensitivity
         self.threads = threads
+        self.min_bits_per_pixel = float(min_bits_per_pixel)
+        self.size_max = size_max
+        #: the cap for the source's size (``size_max``), once a frame has been seen
+        self.size_max_bitrate: int | None = None
+        #: the encoded size over the source's (1, 1/2, 1/4...)
+        self.scale = 1.0
+        self._scale_frames = 0  # frames encoded at the current scale
 
         self._lib = _libvpx()
         self._lock = threading.Lock()
@@ -585,6 +632,10 @@ class Vp8Encoder(Encoder):
             finally:
                 self._lock.release()
 
+    def _effective_target(self) -> int:
+        cap = self.size_max_bitrate
+        return self._target if cap is None else min(self._target, cap)
+
     def _max_quantizer_for(self, bitrate: int) -> int:
         if bitrate < self.low_bitrate_threshold:
             return self.low_bitrate_max_quantizer
@@ -595,8 +646,9 @@ class Vp8Encoder(Encoder):
         ctx, cfg = self._ctx, self._cfg
         if ctx is None or cfg is None:
             return
-        kbps = max(1, round(self._target / 1000))
-        max_q = self._max_quantizer_for(self._target)
+        target = self._effective_target()
+        kbps = max(1, round(target / 1000))
+        max_q = self._max_quantizer_for(target)
         if kbps == cfg.rc_target_bitrate and max_q == cfg.rc_max_quantizer:
             return
         cfg.rc_target_bitrate = kbps
@@ -626,9 +678,10 @@ class Vp8Encoder(Encoder):
         cfg.rc_dropframe_thresh = self.drop_frame_threshold
         cfg.rc_resize_allowed = 0
         cfg.rc_end_usage = _VPX_CBR
-        cfg.rc_target_bitrate = max(1, round(self._target / 1000))
+        target = self._effective_target()
+        cfg.rc_target_bitrate = max(1, round(target / 1000))
         cfg.rc_min_quantizer = 2
-        cfg.rc_max_quantizer = self._max_quantizer_for(self._target)
+        cfg.rc_max_quantizer = self._max_quantizer_for(target)
         cfg.rc_undershoot_pct = 100
         cfg.rc_overshoot_pct = 15
         cfg.rc_buf_sz = 1000
@@ -772,11 +825,40 @@ class Vp8Encoder(Encoder):
                 self.keyframes += 1
         return b"".join(chunks)
 
+    def _adapt_scale(self, width: int, height: int) -> float:
+        """The scale for a source of this size under the current target (hysteresis)."""
+        self._scale_frames += 1
+        if not self.min_bits_per_pixel or self._scale_frames < SCALE_HOLD_S * self.framerate:
+            return self.scale
+
+        def bits_per_pixel(scale: float) -> float:
+            return self._effective_target() / (width * height * scale * scale * self.framerate)
+
+        scale = self.scale
+        if (
+            bits_per_pixel(scale) < self.min_bits_per_pixel
+            and width * scale / 2 >= MIN_SCALED_WIDTH
+        ):
+            scale /= 2
+        elif scale < 1 and bits_per_pixel(scale * 2) >= 1.5 * self.min_bits_per_pixel:
+            scale *= 2
+        if scale != self.scale:
+            self.scale, self._scale_frames = scale, 0
+        return scale
+
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         """Encode one frame; returns its RTP payloads (maybe none) and 90 kHz timestamp."""
         if not isinstance(frame, VideoFrame):
             raise TypeError(f"Vp8Encoder encodes av.VideoFrame, not {type(frame).__name__}")
-        if frame.format.name != "yuv420p":
+        if self.size_max:
+            self.size_max_bitrate = default_max_bitrate(frame.width, frame.height)
+        scale = self._adapt_scale(frame.width, frame.height)
+        if scale < 1:
+            # Even sizes: a stamp band and chroma planes that scale exactly.
+            width = max(2, round(frame.width * scale / 2) * 2)
+            height = max(2, round(frame.height * scale / 2) * 2)
+            frame = frame.reformat(width, height, "yuv420p", interpolation="AREA")
+        elif frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
         width, height = frame.width, frame.height
         with self._lock:

@@ -2,7 +2,10 @@
 
 Each module here names the versions it was checked against and refuses others with a
 clear :class:`CompatibilityError` at import, instead of failing later in a way no error
-message explains.  Nothing outside this package uses a private name of aiortc.
+message explains.  Nothing outside this package uses a private name of aiortc,
+aioice or aiohttp (``tests/test_architecture.py`` checks the source): ``aiortc``
+patches the media path, ``aioice`` ICE gathering and checks, ``aiohttp`` the
+signaling server's WebSocket reader.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ same process keeps aiortc's behaviour), and why:
   sends each packet as it is produced, resends every NACKed packet at once and forces a
   keyframe on every PLI.  The lab's loop uses encoders whose rate changes in place
   (:mod:`webrtclab.codecs`), stamps the transport-wide sequence number, sends through a
-  pacer, and bounds retransmissions and keyframes (:mod:`webrtclab.cc`).
+  pacer, and bounds retransmissions and keyframes (:mod:`webrtclab.cc`).  Probe clusters
+  (GCC's bandwidth probes) leave as RTX copies of the latest video packets, spaced at
+  the probed rate, as libwebrtc's payload padding does.
 - **RTCP in** (``RTCDtlsTransport._handle_rtcp_data``): aiortc parses transport-wide
   feedback (RTPFB FMT 15) as a NACK; the lab takes those packets out first.
 - **Receiving** (``RTCRtpReceiver._handle_rtp_packet``, ``_send_rtcp_nack``,
@@ -25,11 +27,12 @@ same process keeps aiortc's behaviour), and why:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import aiortc
@@ -57,6 +60,7 @@ from aiortc.utils import random16, random32, uint16_add, uint32_add
 
 from .._tasks import cancel_and_wait
 from ..cc.control import CongestionControl, RateControl
+from ..cc.gcc import ProbeCluster
 from ..cc.pacer import PRIORITY_AUDIO, PRIORITY_RTX, PRIORITY_VIDEO, PacedPacket
 from ..cc.twcc import TWCC_URI, FeedbackError, FeedbackRecorder, parse_feedback, split_compound
 from ..codecs import make_encoder
@@ -81,6 +85,10 @@ check_version("aiortc", aiortc.__version__, CHECKED_VERSIONS)
 # aiortc uses 1 (mid), 2 (audio level) and 3 (abs-send-time); the id space is shared
 # across media under BUNDLE.
 TWCC_EXTENSION_ID = 5
+# Video packets kept as the payload of probe packets: the latest ones, so a receiver's
+# jitter buffer (aiortc drops packets up to 100 behind, libwebrtc keeps a history)
+# takes the copies as duplicates.
+_PROBE_SOURCE_PACKETS = 16
 _SENDER = "_RTCRtpSender__"
 _RECEIVER = "_RTCRtpReceiver__"
 
@@ -227,6 +235,11 @@ class ConnectionHooks:
         #: whether transport-wide feedback is in use; None until negotiation is done
         self._twcc: bool | None = None
         self._tick: asyncio.Task[None] | None = None
+        # The latest video packets of each lab sender, the payload of probe packets.
+        self._recent: dict[RTCRtpSender, collections.deque[RtpPacket]] = {}
+        self._raw_send_rtp: dict[int, Callable[[bytes], Awaitable[None]]] = {}  # id(dtls)
+        self._probe_queue: collections.deque[ProbeCluster] = collections.deque()
+        self._probe_task: asyncio.Task[None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -286,6 +299,8 @@ class ConnectionHooks:
         self._closed = True
         task, self._tick = self._tick, None
         await cancel_and_wait(task)
+        self._probe_queue.clear()
+        await cancel_and_wait(self._probe_task)
         await self.control.pacer.close()
 
     # --- senders -----------------------------------------------------------------------
@@ -344,6 +359,7 @@ class ConnectionHooks:
             video_range=(s.video_min_bps, s.video_max_bps),
             audio_range=(s.audio_min_bps, s.audio_max_bps),
             start_bps=self.control.target_of(kind),
+            adaptive=s.mode == "gcc",  # "fixed" and "none" send at their set rate
         )
         setattr(sender, _SENDER + "encoder", encoder)
         if hasattr(encoder, "target_bitrate"):
@@ -360,6 +376,9 @@ class ConnectionHooks:
         timestamp_origin = random32()
         priority = PRIORITY_AUDIO if kind == "audio" else PRIORITY_VIDEO
         payload_type = int(codec.payloadType or 0)  # set by negotiation before send()
+        recent = None
+        if kind == "video":
+            recent = self._recent[sender] = collections.deque(maxlen=_PROBE_SOURCE_PACKETS)
         try:
             while True:
                 if not sender.track:
@@ -368,6 +387,9 @@ class ConnectionHooks:
                 frame = await sender._next_encoded_frame(codec)
                 if frame is None:
                     continue
+                size_max = getattr(encoder, "size_max_bitrate", None)
+                if size_max is not None:
+                    self.control.set_stream_max(kind, size_max)
                 timestamp = uint32_add(timestamp_origin, frame.timestamp)
                 last = len(frame.payloads) - 1
                 for i, payload in enumerate(frame.payloads):
@@ -383,6 +405,8 @@ class ConnectionHooks:
                     if frame.audio_level is not None:
                         packet.extensions.audio_level = (False, -frame.audio_level)
                     history[sequence_number % RTP_HISTORY_SIZE] = packet
+                    if recent is not None:
+                        recent.append(packet)
                     await self._send(kind, sender, packet, priority, media=True)
                     sequence_number = uint16_add(sequence_number, 1)
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
@@ -398,6 +422,7 @@ class ConnectionHooks:
         close = getattr(encoder, "close", None)
         if callable(close):
             close()
+        self._recent.pop(sender, None)
         getattr(sender, _SENDER + "rtp_exited").set()
 
     async def _retransmit(self, kind: str, sender: RTCRtpSender, sequence_number: int) -> None:
@@ -493,6 +518,7 @@ class ConnectionHooks:
 
         dtls._handle_rtcp_data = handle_rtcp
         dtls._send_rtp = send_rtp
+        self._raw_send_rtp[id(dtls)] = original_send_rtp  # probes: not counted as RTX
         ice = dtls.transport
         original_send = ice._send
 
@@ -592,10 +618,82 @@ class ConnectionHooks:
                     for packet in recorder.build():
                         await dtls._send_rtp(packet)
                 await self._resend_nacks()
+                self._start_probes()
             except ConnectionError:
                 pass
             except Exception:
                 logger.exception("%r: periodic feedback failed", self)
+
+    # --- probing -----------------------------------------------------------------------
+
+    def _start_probes(self) -> None:
+        if not self._twcc:
+            return
+        control = self.control
+        if not control.probing_started:
+            if not any(self._recent.values()):
+                return  # probe once video flows (its packets are the probes' payload)
+            control.start_probing()
+        self._probe_queue.extend(control.take_probes())
+        if self._probe_queue and self._probe_task is None:
+            self._probe_task = asyncio.ensure_future(self._run_probes())
+
+    async def _run_probes(self) -> None:
+        # One cluster after the other, as libwebrtc's pacer: interleaved clusters would
+        # each be measured at a fraction of their rate.
+        try:
+            while self._probe_queue:
+                await self._probe(self._probe_queue.popleft())
+        finally:
+            self._probe_task = None
+
+    async def _probe(self, cluster: ProbeCluster) -> None:
+        """Send one probe cluster: RTX copies of the latest video packets at its rate."""
+        for sender, recent in self._recent.items():
+            rtx_payload_type = getattr(sender, _SENDER + "rtx_payload_type", None)
+            if recent and rtx_payload_type is not None:
+                break
+        else:
+            return  # no RTX: nothing a receiver would discard, so no probing
+        dtls = sender.transport
+        raw_send = self._raw_send_rtp.get(id(dtls))
+        if raw_send is None:
+            return
+        extension_map = getattr(sender, _SENDER + "rtp_header_extensions_map")
+        counter = self.control.counters["video"]
+        history = self.control.history
+        packets = sorted(recent, key=lambda p: len(p.payload), reverse=True)
+        start = time.monotonic()
+        sent_bytes = count = 0
+        try:
+            while count < cluster.min_probes or sent_bytes < cluster.min_bytes:
+                rtx_sequence = getattr(sender, _SENDER + "rtx_sequence_number")
+                packet = wrap_rtx(
+                    packets[count % len(packets)],
+                    payload_type=rtx_payload_type,
+                    sequence_number=rtx_sequence,
+                    ssrc=sender._rtx_ssrc,
+                )
+                setattr(sender, _SENDER + "rtx_sequence_number", uint16_add(rtx_sequence, 1))
+                now = time.monotonic()
+                packet.extensions.abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0xFFFFFF
+                sequence = history.next_sequence()
+                packet.extensions.transport_sequence_number = sequence
+                data = packet.serialize(extension_map)
+                history.sent(sequence, now, len(data), is_retransmission=True)
+                self.control.probe_sent(sequence, cluster)
+                await raw_send(data)
+                counter.probe_packets += 1
+                counter.probe_bytes += len(packet.payload)
+                sent_bytes += len(data)
+                count += 1
+                # Spaced at the cluster's rate: packet n leaves when the bytes before it
+                # would have at that rate (the estimator leaves the last one out).
+                await asyncio.sleep(
+                    max(0.0, start + sent_bytes * 8 / cluster.bitrate_bps - time.monotonic())
+                )
+        except ConnectionError:
+            pass
 
     async def _resend_nacks(self) -> None:
         for kind, receiver in self._receivers:

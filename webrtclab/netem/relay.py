@@ -44,8 +44,9 @@ from typing import Any
 import msgspec
 from aiortc.sdp import candidate_to_sdp
 
+from .._tasks import CloseOnce
 from ..events import LabClock
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, InvalidStateError
 from ..sdp import is_loopback, parse_candidate
 from ..signaling import messages as m
 from ..signaling.rooms import Relayed
@@ -187,6 +188,7 @@ class Network:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._closed = False
+        self._closing = CloseOnce()
         self.unknown_pair_packets = 0
         self.idle_timeout_s = idle_timeout_s
         self.reaped = 0
@@ -196,7 +198,7 @@ class Network:
     def start(self) -> None:
         """Start the relay thread (idempotent)."""
         if self._closed:
-            raise ConfigurationError("cannot start a network that was closed")
+            raise InvalidStateError("cannot start a network that was closed")
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name="webrtclab-relay", daemon=True)
@@ -233,8 +235,9 @@ class Network:
 
     async def close(self) -> None:
         """Stop the relay and close its sockets; safe to call twice."""
-        if self._closed:
-            return
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)

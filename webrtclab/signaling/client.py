@@ -12,6 +12,7 @@ from typing import Self
 import aiohttp
 import msgspec
 
+from .._tasks import CloseOnce
 from ..exceptions import ConfigurationError, LabTimeoutError, ProtocolError, SignalingError
 from . import messages as m
 
@@ -77,6 +78,7 @@ class SignalingClient:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._closed = False
+        self._closing = CloseOnce()
 
     async def connect(self, timeout: float = 10.0) -> None:
         if self._ws is not None:
@@ -146,8 +148,9 @@ class SignalingClient:
 
     async def close(self) -> None:
         """Close the socket; safe to call twice."""
-        if self._closed:
-            return
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         if self._ws is not None:
             await self._ws.close()

@@ -9,14 +9,14 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
-from aiohttp import web_ws as _web_ws
+from aiohttp import WSCloseCode, WSMsgType, web
 
+from .._tasks import CloseOnce
 from ..auth import AuthError, Identity, TokenAuthority, TurnConfig
-from ..exceptions import ConfigurationError, ProtocolError
+from ..compat.aiohttp import SignalSocket
+from ..exceptions import ConfigurationError, InvalidStateError, ProtocolError
 from ..web import add_web_routes
 from .rooms import Dispatcher, Member
 
@@ -40,57 +40,16 @@ _RATE_LIMITED = ProtocolError("rate-limited", "too many messages: closing")
 #
 # * Reading: aiohttp parses frames (masking, size limit, UTF-8, fragmentation, control
 #   frames) into a queue that the handler task reads with ``receive()``, one task
-#   wake-up per message.  ``_InlineQueue`` instead hands each text message to the
-#   dispatcher right where the parser produces it, unless older messages are still
-#   queued (so the order never changes).  Everything else (control frames, binary
-#   frames, errors, rate-limited messages) takes the usual way through ``receive()``.
-#   Where aiohttp lacks the queue class this relies on, every message takes that way.
+#   wake-up per message.  A ``SignalSocket`` (webrtclab.compat.aiohttp) instead hands
+#   each text message to the dispatcher right where the parser produces it, unless
+#   older messages are still queued (so the order never changes).  Everything else
+#   (control frames, binary frames, errors, rate-limited messages) takes the usual way
+#   through ``receive()``.  Where aiohttp does not allow it, every message does.
 # * Writing: ``deliver`` frames the message and writes it to the transport at once
 #   (no task hop) while the transport keeps up.  When it buffers more than
 #   _DIRECT_WRITE_LIMIT, messages go to the client's bounded outbox instead and the
 #   writer task sends them with aiohttp's back-pressure; a client whose outbox
 #   overflows is dropped (1013).  The order of messages never changes.
-
-_TEXT = WSMsgType.TEXT
-_BaseQueue: Any = getattr(_web_ws, "WebSocketDataQueue", None)
-_InlineQueue: Any = None
-
-if _BaseQueue is not None and issubclass(WSMessage, tuple):  # messages are (type, data, extra)
-
-    class _InlineQueue(_BaseQueue):  # type: ignore[no-redef]
-        """aiohttp's message queue, except that text messages can be taken inline."""
-
-        # Set to the client's handler once it is registered: returns False to queue.
-        inline: Callable[[str], bool] | None = None
-
-        def feed_data(self, data: Any, size: int) -> None:
-            inline = self.inline
-            if inline is None or data[0] is not _TEXT or self._buffer or not inline(data[1]):
-                super().feed_data(data, size)
-
-
-class _SignalSocket(web.WebSocketResponse):
-    """A WebSocketResponse whose reader queue is an ``_InlineQueue`` when possible."""
-
-    inline_queue: Any = None
-
-    def _post_start(self, *args: Any, **kwargs: Any) -> None:
-        if _InlineQueue is None:
-            super()._post_start(*args, **kwargs)
-            return
-        # aiohttp builds its queue from this module global; swap it for the duration of
-        # the (synchronous) call.  Anyone else who gets an _InlineQueue meanwhile gets
-        # one with ``inline`` unset, which behaves exactly like the original.
-        original = _web_ws.WebSocketDataQueue
-        _web_ws.WebSocketDataQueue = _InlineQueue
-        try:
-            super()._post_start(*args, **kwargs)
-        finally:
-            _web_ws.WebSocketDataQueue = original
-        queue = getattr(self, "_reader", None)
-        if isinstance(queue, _InlineQueue) and hasattr(queue, "_buffer"):
-            self.inline_queue = queue
-
 
 # Server-to-client text frames (RFC 6455 section 5.2: FIN, opcode 1, unmasked).
 _SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
@@ -324,6 +283,7 @@ class SignalingServer:
         self._runner: web.AppRunner | None = None
         self._clients: set[_Client] = set()
         self._closed = False
+        self._closing = CloseOnce()
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -343,7 +303,7 @@ class SignalingServer:
     async def start(self) -> None:
         """Bind and start serving; ``port`` holds the bound port afterwards."""
         if self._closed:
-            raise ConfigurationError("cannot start a signaling server that was closed")
+            raise InvalidStateError("cannot start a signaling server that was closed")
         if self._runner is not None:
             return
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -369,9 +329,13 @@ class SignalingServer:
         logger.info("signaling server listening on %s", self.url)
 
     async def close(self) -> None:
-        """Close every client and stop serving; safe to call twice."""
-        if self._closed:
-            return
+        """Close every client and stop serving; safe to call twice.
+
+        A second caller waits for the first close to end.
+        """
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         clients = list(self._clients)
         await asyncio.gather(
@@ -457,7 +421,7 @@ class SignalingServer:
         # Browsers cannot set headers on WebSockets: the token may come as ?token=.
         identity = self._authenticate(request, query=True)
         # compress=False: no permessage-deflate, so no decompression bombs.
-        ws = _SignalSocket(
+        ws = SignalSocket(
             max_msg_size=self.max_message_bytes, heartbeat=self.heartbeat_s, compress=False
         )
         await ws.prepare(request)

@@ -20,12 +20,13 @@ from typing import Any
 import av
 import ipywidgets as w
 
-from .._tasks import cancel_and_wait
-from ..exceptions import ConfigurationError, LabTimeoutError, WebrtcLabError
+from .._tasks import CloseOnce, cancel_and_wait
+from ..browser import BrowserPeer
+from ..exceptions import ConfigurationError, InvalidStateError, LabTimeoutError, WebrtcLabError
 from ..lab import Lab
 from ..media import MediaSpec
 from ..netem.conditions import LinkConditions
-from ..peer import Peer, PeerSession, watch_peers
+from ..peer import Peer, PeerSession
 from ..quality import QualityMonitor
 from ..signaling import messages as m
 from .chart import LiveChart
@@ -132,8 +133,9 @@ class LabPanel:
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting = False
         self._closed = False
+        self._closing = CloseOnce()
         self._build()
-        self._unwatch = watch_peers(lab.events, self._on_peer_created)
+        self._unwatch = lab.on_member_added(self._on_member_added)
         # One worker for JPEG previews: they never pile up; the panel's own, so close() ends it.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="webrtclab-panel")
         self._refresh_task = loop.create_task(self._refresh_loop())
@@ -245,7 +247,7 @@ class LabPanel:
         """Add the two peers to the lab and wait until they are connected."""
         self._check_open()
         if self.peers or self._starting:
-            raise ConfigurationError(f"{self!r}: a call is already {self.state}")
+            raise InvalidStateError(f"{self!r}: a call is already {self.state}")
         self._starting = True
         self.error = ""
         self.live.clear()
@@ -391,9 +393,9 @@ class LabPanel:
         except WebrtcLabError as exc:
             logger.debug("%r: cursor not sent: %s", self, exc)
 
-    def _on_peer_created(self, peer: Peer) -> None:
-        # Runs in Peer.__init__, before it joins: no state change or message is missed.
-        if not self._starting or peer.user_id not in self.peer_names:
+    def _on_member_added(self, peer: Peer | BrowserPeer) -> None:
+        # Runs before the peer joins: no state change or message is missed.
+        if not isinstance(peer, Peer) or not self._starting or peer.user_id not in self.peer_names:
             return
 
         def on_message(remote: str, label: str, payload: Any) -> None:
@@ -560,12 +562,13 @@ class LabPanel:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ConfigurationError(f"{self!r} is closed")
+            raise InvalidStateError(f"{self!r} is closed")
 
     async def close(self) -> None:
         """Stop the refresh and every task, stop the panel's call, close the widgets; idempotent."""
-        if self._closed:
-            return
+        await self._closing.run(self._close)
+
+    async def _close(self) -> None:
         self._closed = True
         self._unwatch()
         await cancel_and_wait(self._refresh_task, *self._tasks)

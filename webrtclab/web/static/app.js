@@ -423,8 +423,10 @@ class Remote {
       this.video.frames += 1;
       this.video.width = meta.width;
       this.video.height = meta.height;
+      if (window.webrtclabFrames) this.stampReader.read(video, meta);
       video.requestVideoFrameCallback(onFrame);
     };
+    this.stampReader = new StampReader(this.peerId);
     video.requestVideoFrameCallback(onFrame);
     const caption = document.createElement("figcaption");
     this.captionEl = document.createElement("div");
@@ -609,7 +611,8 @@ async function stopScreenShare() {
 // SYNTHETIC_ASSETS_PATH): they are random, so only the lab can reproduce them.
 
 const SYNTHETIC_ASSETS_PATH = "/__webrtclab/synthetic-video";
-const STAMP = { columns: 20, rows: 2, dark: 40, bright: 215, patterns: 8 }; // as media.py
+// As media.py: stamp layout, grey levels, dither patterns, read thresholds.
+const STAMP = { columns: 20, rows: 2, dark: 40, bright: 215, patterns: 8, darkMax: 95, brightMin: 155 };
 const DISC_RGB = [250, 220, 40];
 
 function stampBand(width, height) {
@@ -718,6 +721,78 @@ async function syntheticVideoTrack({ width, height, fps, seed }) {
   };
   tick();
   return track;
+}
+
+// Lab hook: with window.webrtclabFrames (BrowserPeer exposes it), every presented frame
+// of a remote's video is reported as [remote, time_ms, frame, sent_ms] (-1, -1 when its
+// stamp does not read), time_ms on the lab clock: the lab's QualityMonitor turns them into
+// frame latency, intervals and freezes, as for frames an aiortc peer decodes.
+const FRAME_REPORT_MS = 250;
+const frameReports = [];
+let frameReportTimer = null;
+
+function reportFrame(row) {
+  frameReports.push(row);
+  frameReportTimer ??= setTimeout(() => {
+    frameReportTimer = null;
+    const rows = frameReports.splice(0);
+    window.webrtclabFrames?.(rows)?.catch?.(() => {}); // rejects once the page is closing
+  }, FRAME_REPORT_MS);
+}
+
+class StampReader {
+  // The stamp band of each presented frame, drawn at its own size into a small canvas
+  // and read as media.read_stamp reads RGB: block means of their central half.
+  constructor(peerId) {
+    this.peerId = peerId;
+    this.canvas = document.createElement("canvas");
+    this.context = this.canvas.getContext("2d", { willReadFrequently: true });
+  }
+
+  read(video, meta) {
+    const time = meta.presentationTime ?? performance.now();
+    const timeMs = performance.timeOrigin + time - (room.config?.epochMs ?? 0);
+    const stamp = this.decode(video, meta.width, meta.height);
+    reportFrame([this.peerId, timeMs, stamp?.frame ?? -1, stamp?.sentMs ?? -1]);
+  }
+
+  decode(video, width, height) {
+    const band = stampBand(width, height);
+    if (!band) return null;
+    const bandW = STAMP.columns * band.blockW;
+    const bandH = height - band.y0;
+    if (this.canvas.width !== bandW || this.canvas.height !== bandH) {
+      this.canvas.width = bandW;
+      this.canvas.height = bandH;
+    }
+    this.context.drawImage(video, 0, band.y0, bandW, bandH, 0, 0, bandW, bandH);
+    const pixels = this.context.getImageData(0, 0, bandW, bandH).data;
+    const my = Math.floor(band.blockH / 4);
+    const mx = Math.floor(band.blockW / 4);
+    const bits = [];
+    for (let row = 0; row < STAMP.rows; row++) {
+      for (let column = 0; column < STAMP.columns; column++) {
+        let sum = 0;
+        let count = 0;
+        for (let y = row * band.blockH + my; y < (row + 1) * band.blockH - my; y++) {
+          for (let x = column * band.blockW + mx; x < (column + 1) * band.blockW - mx; x++) {
+            const k = (y * bandW + x) * 4;
+            sum += 0.299 * pixels[k] + 0.587 * pixels[k + 1] + 0.114 * pixels[k + 2];
+            count += 1;
+          }
+        }
+        const mean = sum / count;
+        if (mean >= STAMP.brightMin) bits.push(1);
+        else if (mean <= STAMP.darkMax) bits.push(0);
+        else return null;
+      }
+    }
+    const word = (from, count) => bits.slice(from, from + count).reduce((v, b) => v * 2 + b, 0);
+    const frame = word(0, 16);
+    const sentMs = word(16, 16);
+    const payload = [frame >> 8, frame & 0xff, sentMs >> 8, sentMs & 0xff];
+    return crc8(payload) === word(32, 8) ? { frame, sentMs } : null;
+  }
 }
 
 // --- recording ------------------------------------------------------------------------------
