@@ -28,6 +28,7 @@ from webrtclab import Lab, MediaSpec
 from webrtclab.netem import LinkConditions
 from webrtclab.quality import QualityMonitor
 
+SECTIONS = ("caps", "steps", "chrome")
 SMALL = MediaSpec(width=320, height=240, fps=15, seed=3)
 LARGE = MediaSpec(width=640, height=480, fps=30, seed=3)
 
@@ -99,16 +100,19 @@ async def lab_call(
 
 async def schedule_call(
     steps: list[tuple[float, float]], seconds: float, delay_ms: float
-) -> tuple[Lab, float]:
-    """A gcc call whose capacity follows ``steps`` [(at_s, kbit/s)].
+) -> tuple[Lab, float, pd.DataFrame]:
+    """A gcc call (640x480@30, so capacity and not the picture size limits it) whose
+    capacity follows ``steps`` [(at_s, kbit/s)].
 
-    Returns the closed lab (its tables stay) and the lab time the schedule started.
+    Returns the closed lab (its tables stay), the lab time the schedule started and
+    the frames table (for freezes).
     """
     first = steps[0][1]
     link = LinkConditions(delay_ms=delay_ms, rate_kbps=first, queue_ms=300)
     async with Lab(link=link, seed=1) as lab:
-        await lab.add_peer("alice", media=SMALL)
-        await lab.add_peer("bob", media=SMALL)
+        monitor = QualityMonitor(lab, psnr_every=0)
+        await lab.add_peer("alice", media=LARGE)
+        await lab.add_peer("bob", media=LARGE)
         await lab.wait_connected(timeout=30)
         start = lab.clock.now()
         for at_s, kbps in steps[1:]:
@@ -120,7 +124,8 @@ async def schedule_call(
                 both=True,
             )
         await asyncio.sleep(max(0.0, start + seconds - lab.clock.now()))
-    return lab, start
+        monitor.close()
+    return lab, start, monitor.frames_dataframe()
 
 
 def _rate_between(lab: Lab, since: float, until: float) -> float:
@@ -203,8 +208,58 @@ def _table(outcomes: list[Outcome], uncapped: dict[str, float]) -> None:
         )
 
 
-async def main(quick: bool, browser: bool) -> None:
+def _longest_gap_ms(frames: pd.DataFrame, receiver: str, since: float) -> float:
+    """The longest interval between frames ``receiver`` got, after ``since``."""
+    seen = frames[(frames["peer"] == receiver) & (frames["time_s"] >= since)]
+    return float(seen["interval_ms"].max())
+
+
+async def chrome_step_call(step_at: float, seconds: float) -> tuple[float, float]:
+    """Chrome sending the synthetic 640x480@30 to a lab peer through 2000 -> 500 kbit/s.
+
+    Returns what entered the link 3-10 s after the step and the longest frame gap at
+    the lab peer after it: the same measures as the lab peers' step.
+    """
+    link = LinkConditions(delay_ms=25, rate_kbps=2000, queue_ms=300)
+    async with Lab(link=link, seed=1) as lab:
+        monitor = QualityMonitor(lab, psnr_every=0)
+        await lab.add_peer("lab", media=LARGE)
+        await lab.add_browser_peer(
+            "chrome",
+            width=LARGE.width,
+            height=LARGE.height,
+            fps=LARGE.fps,
+            video="synthetic",
+            seed=LARGE.seed,
+        )
+        await lab.wait_connected(timeout=30)
+        start = lab.clock.now()
+        await asyncio.sleep(step_at)
+        lab.set_link(
+            "chrome", "lab", LinkConditions(delay_ms=25, rate_kbps=500, queue_ms=300), both=True
+        )
+        await asyncio.sleep(max(0.0, start + seconds - lab.clock.now()))
+        monitor.close()
+    rows = _window(lab.links(), "chrome", start + step_at + 3, start + step_at + 10)
+    span = max(float(rows["time_s"].iloc[-1] - rows["time_s"].iloc[0]), 1e-6)
+    rate = float(rows["bytes_in"].iloc[-1] - rows["bytes_in"].iloc[0]) * 8 / span / 1000
+    gap = _longest_gap_ms(monitor.frames_dataframe(), "lab", start + step_at)
+    return rate, gap
+
+
+async def main(quick: bool, browser: bool, sections: set[str]) -> None:
     seconds = 14.0 if quick else 25.0
+    if "caps" in sections:
+        await fixed_caps(seconds)
+    if "steps" in sections:
+        await steps(quick, browser)
+    if browser and "chrome" in sections:
+        await chrome(seconds)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS {peak:.0f} MB")
+
+
+async def fixed_caps(seconds: float) -> None:
     caps = [300, 500, 1000, 2000]
     outcomes: list[Outcome] = []
     uncapped: dict[str, float] = {}
@@ -231,17 +286,27 @@ async def main(quick: bool, browser: bool) -> None:
         f"remb {cpu['remb']:.1f} s, ratio {cpu['gcc'] / cpu['remb']:.2f}"
     )
 
-    # Steps (2000 -> 500 and 500 -> 2000 at 20 s) and RFC 8867 section 5.1.
+
+async def steps(quick: bool, browser: bool) -> None:
+    """Steps (2000 -> 500 and 500 -> 2000 at 20 s) and RFC 8867 section 5.1."""
     step_at = 10.0 if quick else 20.0
-    down, s0 = await schedule_call([(0, 2000), (step_at, 500)], step_at + 10, 25)
+    down, s0, frames = await schedule_call([(0, 2000), (step_at, 500)], step_at + 10, 25)
     after = _rate_between(down, s0 + step_at + 3, s0 + step_at + 10)
-    up, u0 = await schedule_call([(0, 500), (step_at, 2000)], step_at + 20, 25)
+    gap = _longest_gap_ms(frames, "bob", s0 + step_at)
+    up, u0, _ = await schedule_call([(0, 500), (step_at, 2000)], step_at + 20, 25)
     reached = _rate_between(up, u0 + step_at + 15, u0 + step_at + 20)
+    print("\nSteps, 640x480@30 (uncapped it sends about 1800 kbit/s):")
     print(
-        f"\nStep 2000 -> 500 kbit/s: {after:.0f} kbit/s enters the link 3-10 s after "
-        f"({after / 500:.2f}x the cap)"
+        f"Step 2000 -> 500 kbit/s: {after:.0f} kbit/s enters the link 3-10 s after "
+        f"({after / 500:.2f}x the cap); longest frame gap after the step {gap:.0f} ms"
     )
     print(f"Step 500 -> 2000 kbit/s: {reached:.0f} kbit/s 15-20 s after")
+    if browser:
+        chrome_rate, chrome_gap = await chrome_step_call(step_at, step_at + 10)
+        print(
+            f"Chrome, the same step 2000 -> 500: {chrome_rate:.0f} kbit/s 3-10 s after "
+            f"({chrome_rate / 500:.2f}x); longest frame gap after the step {chrome_gap:.0f} ms"
+        )
     scale = 0.25 if quick else 1.0
     rfc: list[tuple[float, float]] = [
         (0.0, 1000),
@@ -249,7 +314,7 @@ async def main(quick: bool, browser: bool) -> None:
         (60 * scale, 600),
         (80 * scale, 1000),
     ]
-    var, v0 = await schedule_call(rfc, 100 * scale, 50)
+    var, v0, _ = await schedule_call(rfc, 100 * scale, 50)
     print(f"\nRFC 8867 5.1 variable capacity (50 ms one way, time x{scale:g}):")
     bounds = [t for t, _ in rfc] + [100 * scale]
     for (at, kbps), end in zip(rfc, bounds[1:], strict=False):
@@ -259,46 +324,52 @@ async def main(quick: bool, browser: bool) -> None:
             f"({rate / kbps:.2f}x, second half of the segment)"
         )
 
-    if browser:
-        print(
-            "\nChrome and a lab peer, both sending the lab's synthetic 640x480@30 (one call "
-            "per link; from 10 s on; latency: capture to decoded at the lab peer, to "
-            "presented in Chrome; PSNR at the lab peer):"
-        )
-        print(
-            f"{'link':>6} {'sender':>7} {'in kbps':>8} {'in/cap':>7} {'drops':>7} {'q p95':>7} "
-            f"{'goodput':>8} {'fps':>5} {'lat p50':>8} {'lat p95':>8} {'freezes':>8} "
-            f"{'PSNR':>6} {'est max':>8} {'to 1500':>8}"
-        )
-        calls: dict[float | None, dict[str, dict[str, float]]] = {}
-        for link_cap in (None, 2000.0, 1000.0):
-            calls[link_cap] = await chrome_call(link_cap, seconds)
-        for link_cap, call in calls.items():
-            for sender, f in call.items():
-                ratio = f["in_kbps"] / link_cap if link_cap else math.nan
-                goodput = f["recv_kbps"] / link_cap if link_cap else math.nan
-                print(
-                    f"{link_cap or 'clean':>6} {sender:>7} {f['in_kbps']:8.0f} {ratio:7.2f} "
-                    f"{f['drops'] * 100:6.1f}% {f['queue_p95_ms']:5.0f}ms {goodput:8.2f} "
-                    f"{f['fps']:5.2f} {f['latency_p50_ms']:6.0f}ms {f['latency_p95_ms']:6.0f}ms "
-                    f"{f['freezes']:8.0f} {f['psnr_db']:6.1f} "
-                    f"{f.get('estimate_max_kbps', math.nan):8.0f} "
-                    f"{f.get('to_1500_s', math.nan):7.1f}s"
-                )
-        chrome, lab_side = calls[1000.0]["chrome"], calls[1000.0]["lab"]
-        goodput_ratio = lab_side["recv_kbps"] / chrome["recv_kbps"]
-        queue_ratio = lab_side["queue_p95_ms"] / max(chrome["queue_p95_ms"], 1.0)
-        print(
-            f"  at 1000 kbit/s the lab peer's goodput is {goodput_ratio:.2f}x Chrome's, "
-            f"its p95 queue delay {queue_ratio:.2f}x Chrome's (at least 1 ms)"
-        )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak RSS {peak:.0f} MB")
+
+async def chrome(seconds: float) -> None:
+    """Chrome and a lab peer on the same links, both sending the synthetic video."""
+    print(
+        "\nChrome and a lab peer, both sending the lab's synthetic 640x480@30 (one call "
+        "per link; from 10 s on; latency: capture to decoded at the lab peer, to "
+        "presented in Chrome; PSNR at the lab peer):"
+    )
+    print(
+        f"{'link':>6} {'sender':>7} {'in kbps':>8} {'in/cap':>7} {'drops':>7} {'q p95':>7} "
+        f"{'goodput':>8} {'fps':>5} {'lat p50':>8} {'lat p95':>8} {'freezes':>8} "
+        f"{'PSNR':>6} {'est max':>8} {'to 1500':>8}"
+    )
+    calls: dict[float | None, dict[str, dict[str, float]]] = {}
+    for link_cap in (None, 2000.0, 1000.0):
+        calls[link_cap] = await chrome_call(link_cap, seconds)
+    for link_cap, call in calls.items():
+        for sender, f in call.items():
+            ratio = f["in_kbps"] / link_cap if link_cap else math.nan
+            goodput = f["recv_kbps"] / link_cap if link_cap else math.nan
+            print(
+                f"{link_cap or 'clean':>6} {sender:>7} {f['in_kbps']:8.0f} {ratio:7.2f} "
+                f"{f['drops'] * 100:6.1f}% {f['queue_p95_ms']:5.0f}ms {goodput:8.2f} "
+                f"{f['fps']:5.2f} {f['latency_p50_ms']:6.0f}ms {f['latency_p95_ms']:6.0f}ms "
+                f"{f['freezes']:8.0f} {f['psnr_db']:6.1f} "
+                f"{f.get('estimate_max_kbps', math.nan):8.0f} "
+                f"{f.get('to_1500_s', math.nan):7.1f}s"
+            )
+    chrome, lab_side = calls[1000.0]["chrome"], calls[1000.0]["lab"]
+    goodput_ratio = lab_side["recv_kbps"] / chrome["recv_kbps"]
+    queue_ratio = lab_side["queue_p95_ms"] / max(chrome["queue_p95_ms"], 1.0)
+    print(
+        f"  at 1000 kbit/s the lab peer's goodput is {goodput_ratio:.2f}x Chrome's, "
+        f"its p95 queue delay {queue_ratio:.2f}x Chrome's (at least 1 ms)"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument(
+        "--section",
+        action="append",
+        choices=["caps", "steps", "chrome"],
+        help="run only these sections (default: all)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.quick, not args.no_browser))
+    asyncio.run(main(args.quick, not args.no_browser, set(args.section or SECTIONS)))

@@ -113,6 +113,27 @@ async def test_a_fixed_target_reaches_the_encoder_and_the_link() -> None:
     assert 300 <= sent["bitrate_kbps"].mean() <= 900
 
 
+async def test_probing_finds_a_clean_link_at_once() -> None:
+    # Without probing GCC climbs 8 % a second from 300 kbit/s; the probes (RTX copies
+    # of recent video packets) take it to what 320x240 can use (600 kbit/s) at once.
+    async with Lab(link=LinkConditions(delay_ms=10), seed=5) as lab:
+        alice = await lab.add_peer("alice", media=MEDIA)
+        await lab.add_peer("bob", media=MEDIA)
+        await lab.wait_connected(timeout=20)
+        rate = alice.sessions["bob"].rate
+        # 5 s: without probes 300 -> 600 kbit/s takes about 9 s.
+        await wait_until(lambda: rate.gcc.target_bps >= 600_000, 5.0)
+        counters = rate.counters["video"]
+        assert counters.probe_packets >= 5  # one cluster: 900 kbit/s is over what 320x240 uses
+        assert counters.rtx_packets == 0  # probes are not counted as retransmissions
+        assert rate.target_of("video") <= 600_000  # libwebrtc's cap for 320x240
+        await asyncio.sleep(3)
+        stats = lab.stats()
+    sent = video_rows(stats, "alice", "send", float(stats["time_s"].max()) - 2)
+    assert (sent["rtx_kbps"] == 0).all()
+    assert sent["bitrate_kbps"].mean() >= 400  # the encoder was told 600 and uses it
+
+
 async def test_transport_feedback_flows_both_ways_and_replaces_remb() -> None:
     async with Lab(link=LinkConditions(delay_ms=5), seed=4) as lab:
         alice = await lab.add_peer("alice", media=MEDIA)

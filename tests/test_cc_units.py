@@ -727,3 +727,59 @@ def test_strip_transport_cc_is_byte_for_byte_elsewhere() -> None:
     session = "s=caf\u00e9 \u2028 \x0c \x85 x\r\n"
     odd = f"v=0\r\n{session}a=rtcp-fb:96 transport-cc \r\na=ice-ufrag:ab\r\n"
     assert strip_transport_cc(odd) == f"v=0\r\n{session}a=ice-ufrag:ab\r\n"
+
+
+def test_rate_control_probes_a_clean_link_up_to_what_the_streams_can_use() -> None:
+    # A virtual link of 2 Mbit/s: each probe packet arrives after the previous one has
+    # been serialised at that rate, so a cluster's receive rate is the link's.
+    now = [0.0]
+    control = RateControl(CongestionControl(), clock=lambda: now[0])
+    control.set_stream_max("video", 1_700_000)  # 640x480: libwebrtc's 1700 kbit/s
+    assert control.take_probes() == []  # nothing before media
+    control.start_probing()
+    control.start_probing()  # once
+    clusters = control.take_probes()
+    # 3x and 6x the 300 kbit/s start, the second capped at what the streams can use
+    # (1.7 Mbit/s of video and Opus's 64 kbit/s).
+    assert [c.bitrate_bps for c in clusters] == [900_000, 1_764_000]
+    assert control.take_probes() == []
+    link_bps, size = 2_000_000, 1200
+    arrival = 0.0
+    for cluster in clusters:
+        packets = []
+        for _ in range(max(cluster.min_probes, -(-cluster.min_bytes // size))):
+            sequence = control.history.next_sequence()
+            control.history.sent(sequence, now[0], size, is_retransmission=True)
+            control.probe_sent(sequence, cluster)
+            arrival = max(arrival, now[0]) + size * 8 / link_bps
+            packets.append((sequence, arrival))
+            now[0] += size * 8 / cluster.bitrate_bps
+        now[0] += 0.02
+        control.on_feedback(
+            TransportFeedback(
+                sender_ssrc=1,
+                media_ssrc=2,
+                base_sequence=packets[0][0],
+                reference_time_64ms=0,
+                feedback_count=0,
+                packets=tuple(packets),
+            )
+        )
+    # The 1.76 Mbit/s cluster went through: the estimate jumps to it (not 8 % a second),
+    # and with the maximum probed there is nothing further to probe.
+    assert control.gcc.target_bps >= 1_600_000
+    assert control.take_probes() == []
+
+
+def test_rate_control_stream_max_limits_the_video_split() -> None:
+    control = RateControl(CongestionControl())
+    control.set_stream_max("video", 600_000)
+    assert control.split(2_000_000) == {"audio": 64_000, "video": 600_000}
+    assert control.split(300_000) == {"audio": 30_000, "video": 270_000}
+
+
+@pytest.mark.parametrize("mode", ["none", "fixed", "remb"])
+def test_rate_control_probes_only_under_gcc(mode: Any) -> None:
+    control = RateControl(CongestionControl(mode=mode))
+    control.start_probing()
+    assert control.take_probes() == []

@@ -25,10 +25,13 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from webrtclab.codecs import CodecError, OpusEncoder, Vp8Encoder, make_encoder
 from webrtclab.codecs.vp8 import (
+    MIN_SCALED_WIDTH,
+    SCALE_HOLD_S,
     SUPPORTED_LIBVPX,
     VpxEncCfg,
     check_config_layout,
     default_config,
+    default_max_bitrate,
     encoder_abi_version,
     find_libvpx,
     is_vp8_keyframe,
@@ -295,6 +298,74 @@ def test_force_keyframe_and_resolution_change() -> None:
     encoder.close()
 
 
+def decoded_sizes(payload_lists: list[list[bytes]]) -> list[tuple[int, int]]:
+    decoder = Vp8Decoder()
+    sizes = []
+    for payloads in payload_lists:
+        for frame in decoder.decode(JitterFrame(bitstream(payloads), 0)):
+            sizes.append((frame.width, frame.height))
+    return sizes
+
+
+def test_a_low_target_halves_the_picture_and_a_high_one_restores_it() -> None:
+    # 640x480 at 30 fps: 300 kbit/s is 0.033 bits per pixel and frame, under 0.07.
+    fps = 30
+    encoder = Vp8Encoder(bitrate=300_000, framerate=fps, min_bits_per_pixel=0.07)
+    frames = list(video(640, 480, 5 * fps, fps))
+    encoded = []
+    for index, (frame, _) in enumerate(frames):
+        if index == 3 * fps:
+            encoder.target_bitrate = 1_200_000  # 0.13 at full size, over 1.5 x 0.07
+        encoded.append(encoder.encode(frame)[0])
+    sizes = decoded_sizes(encoded)
+    hold = int(SCALE_HOLD_S * fps)
+    assert set(sizes[: hold - 1]) == {(640, 480)}  # nothing changes within the hold
+    assert sizes[hold + 1 : 3 * fps] == [(320, 240)] * (3 * fps - hold - 1)
+    assert sizes[-1] == (640, 480)
+    assert encoder.scale == 1.0
+    assert encoder.inits == 3 and encoder.keyframes == 3  # one rebuild (keyframe) per change
+    encoder.close()
+
+
+def test_scaling_stops_at_the_smallest_width_and_is_off_by_default() -> None:
+    encoder = Vp8Encoder(bitrate=30_000, framerate=15, min_bits_per_pixel=0.07)
+    for frame, _ in video(320, 240, 8 * 15, 15):
+        encoder.encode(frame)
+    assert encoder.scale == MIN_SCALED_WIDTH / 320  # 160 wide, not 80
+    encoder.close()
+    plain = Vp8Encoder(bitrate=30_000, framerate=15)
+    for frame, _ in video(320, 240, 3 * 15, 15):
+        plain.encode(frame)
+    assert (plain.scale, plain.inits, plain.size_max_bitrate) == (1.0, 1, None)
+    plain.close()
+
+
+@pytest.mark.parametrize(
+    ("size", "kbps"),
+    [
+        ((320, 240), 600),
+        ((160, 120), 600),
+        ((640, 480), 1700),
+        ((960, 540), 2000),
+        ((1280, 720), 2500),
+    ],
+)
+def test_default_max_bitrate_by_picture_size(size: tuple[int, int], kbps: int) -> None:
+    assert default_max_bitrate(*size) == kbps * 1000
+
+
+def test_size_max_caps_what_libvpx_is_asked_for() -> None:
+    fps = 15
+    encoder = Vp8Encoder(bitrate=2_000_000, framerate=fps, size_max=True)
+    sizes = [
+        len(bitstream(encoder.encode(f)[0])) for f, _ in video(320, 240, 4 * fps, fps, noise=6)
+    ]
+    assert encoder.size_max_bitrate == 600_000
+    assert encoder.target_bitrate == 2_000_000  # the target stays what the controller set
+    assert kbps(sizes[2 * fps :], fps) <= 600 * 1.3
+    encoder.close()
+
+
 def test_target_bitrate_is_clamped() -> None:
     encoder = Vp8Encoder(bitrate=10, min_bitrate=50_000, max_bitrate=1_000_000)
     assert encoder.target_bitrate == 50_000
@@ -322,6 +393,8 @@ def test_target_bitrate_is_clamped() -> None:
         ({"max_quantizer": 64}, "max_quantizer=64"),
         ({"drop_frame_threshold": 101}, "drop_frame_threshold=101"),
         ({"threads": 0}, "threads=0"),
+        ({"min_bits_per_pixel": -0.1}, "min_bits_per_pixel=-0.1"),
+        ({"min_bits_per_pixel": True}, "min_bits_per_pixel=True"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object], quoted: str) -> None:
