@@ -214,13 +214,15 @@ def _longest_gap_ms(frames: pd.DataFrame, receiver: str, since: float) -> float:
     return float(seen["interval_ms"].max())
 
 
-async def chrome_step_call(step_at: float, seconds: float) -> tuple[float, float]:
-    """Chrome sending the synthetic 640x480@30 to a lab peer through 2000 -> 500 kbit/s.
+async def chrome_step_call(
+    before: float, after: float, step_at: float, seconds: float, window: tuple[float, float]
+) -> tuple[float, float]:
+    """Chrome sending the synthetic 640x480@30 to a lab peer through a capacity step.
 
-    Returns what entered the link 3-10 s after the step and the longest frame gap at
-    the lab peer after it: the same measures as the lab peers' step.
+    Returns what entered the link in ``window`` (seconds after the step) and the
+    longest frame gap at the lab peer after it: the same measures as the lab peers' step.
     """
-    link = LinkConditions(delay_ms=25, rate_kbps=2000, queue_ms=300)
+    link = LinkConditions(delay_ms=25, rate_kbps=before, queue_ms=300)
     async with Lab(link=link, seed=1) as lab:
         monitor = QualityMonitor(lab, psnr_every=0)
         await lab.add_peer("lab", media=LARGE)
@@ -236,11 +238,11 @@ async def chrome_step_call(step_at: float, seconds: float) -> tuple[float, float
         start = lab.clock.now()
         await asyncio.sleep(step_at)
         lab.set_link(
-            "chrome", "lab", LinkConditions(delay_ms=25, rate_kbps=500, queue_ms=300), both=True
+            "chrome", "lab", LinkConditions(delay_ms=25, rate_kbps=after, queue_ms=300), both=True
         )
         await asyncio.sleep(max(0.0, start + seconds - lab.clock.now()))
         monitor.close()
-    rows = _window(lab.links(), "chrome", start + step_at + 3, start + step_at + 10)
+    rows = _window(lab.links(), "chrome", start + step_at + window[0], start + step_at + window[1])
     span = max(float(rows["time_s"].iloc[-1] - rows["time_s"].iloc[0]), 1e-6)
     rate = float(rows["bytes_in"].iloc[-1] - rows["bytes_in"].iloc[0]) * 8 / span / 1000
     gap = _longest_gap_ms(monitor.frames_dataframe(), "lab", start + step_at)
@@ -302,11 +304,13 @@ async def steps(quick: bool, browser: bool) -> None:
     )
     print(f"Step 500 -> 2000 kbit/s: {reached:.0f} kbit/s 15-20 s after")
     if browser:
-        chrome_rate, chrome_gap = await chrome_step_call(step_at, step_at + 10)
+        chrome_rate, chrome_gap = await chrome_step_call(2000, 500, step_at, step_at + 10, (3, 10))
         print(
             f"Chrome, the same step 2000 -> 500: {chrome_rate:.0f} kbit/s 3-10 s after "
             f"({chrome_rate / 500:.2f}x); longest frame gap after the step {chrome_gap:.0f} ms"
         )
+        chrome_up, _ = await chrome_step_call(500, 2000, step_at, step_at + 20, (15, 20))
+        print(f"Chrome, the same step 500 -> 2000: {chrome_up:.0f} kbit/s 15-20 s after")
     scale = 0.25 if quick else 1.0
     rfc: list[tuple[float, float]] = [
         (0.0, 1000),

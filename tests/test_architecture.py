@@ -259,13 +259,108 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert "webrtclab.signaling.server" in graph["webrtclab.signaling"]
+    assert "webrtclab.signaling.rooms" in graph["webrtclab.netem.relay"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# --- layers (the README's architecture map) --------------------------------------------------
+
+# A module imports only from its own layer or the layers below (the README states the rule).
+LAYERS: dict[str, int] = {
+    # 0, core: data, protocols and algorithms; no sockets, no tasks of their own
+    **dict.fromkeys(
+        (
+            "webrtclab",
+            "exceptions",
+            "events",
+            "_tasks",
+            "_display",
+            "auth",
+            "sdp",
+            "media",
+            "cc",
+            "codecs",
+            "bwe",
+            "exercises",
+            "netem",
+            "netem.conditions",
+            "netem.link",
+            "netem.presets",
+            "netem.traces",
+            "signaling",  # its __init__ loads server and client lazily
+            "signaling.messages",
+            "signaling.rooms",
+            "experiment.scenario",
+            "experiment.summary",
+            "web",
+        ),
+        0,
+    ),
+    # 1, other libraries' internals
+    "compat": 1,
+    # 2, components that do I/O
+    **dict.fromkeys(
+        (
+            "signaling.server",
+            "signaling.client",
+            "turn",
+            "netem.relay",
+            "loopback",
+            "recording",
+            "session",
+            "peer",
+            "browser",
+            "stats",
+            "quality",
+        ),
+        2,
+    ),
+    # 3, the composition root
+    "lab": 3,
+    # 4, front-ends
+    **dict.fromkeys(
+        (
+            "experiment",
+            "experiment.results",
+            "experiment.runner",
+            "experiment.sweep",
+            "widgets",
+            "plot",
+            "demo",
+            "cli",
+            "__main__",
+            "gym",
+        ),
+        4,
+    ),
+}
+
+
+def layer_of(module: str) -> int:
+    """The layer of a module: its own entry, else its closest package's."""
+    name = module.removeprefix("webrtclab.") if module != "webrtclab" else module
+    while name not in LAYERS:
+        if "." not in name:
+            raise AssertionError(f"{module} has no layer: add it to LAYERS (and the README map)")
+        name = name.rsplit(".", 1)[0]
+    return LAYERS[name]
+
+
+def test_modules_import_only_their_layer_or_below() -> None:
+    upward = [
+        f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})"
+        for module, targets in import_graph().items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+        # a package's __init__ re-exports its modules (lazily for webrtclab itself)
+        and not target.startswith(module + ".")
+    ]
+    assert not upward, upward
 
 
 # --- the lean server ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from webrtclab import (
     SignalingServer,
 )
 from webrtclab.events import EVENT_COLUMNS
+from webrtclab.netem import LinkConditions
 from webrtclab.sdp import sdp_candidates
 
 SMALL = MediaSpec(width=160, height=120, fps=15)
@@ -78,6 +79,19 @@ async def test_lab_leaves_a_borrowed_server_running() -> None:
             assert server.dispatcher.rooms() == {"borrowed": ["a"]}
         assert server.started
         await wait_until(lambda: server.dispatcher.rooms() == {})
+
+
+async def test_a_borrowed_server_rewrites_for_the_labs_emulator_until_the_lab_closes() -> None:
+    async with SignalingServer() as server:
+        async with Lab(server=server, link=LinkConditions(delay_ms=5)) as lab:
+            assert lab.clock is lab.network.clock  # one time base, given at construction
+            await lab.add_peer("a", media=NO_MEDIA)
+            await lab.add_peer("b", media=NO_MEDIA)
+            await lab.wait_connected()
+            # Candidates were rewritten to relay ports: ICE checks crossed the emulator.
+            await wait_until(lambda: lab.links()["packets_in"].sum() > 0)
+            assert lab.server.dispatcher.rewrites == (lab.network.rewrite,)
+        assert server.dispatcher.rewrites == ()  # the lab's hook left with it
 
 
 # --- peers -----------------------------------------------------------------------------------

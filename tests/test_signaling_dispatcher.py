@@ -798,3 +798,32 @@ def test_relayed_messages_reencode_with_schema() -> None:
         m.RelayedIceCandidate(from_="bob", to="alice", candidate=m.IceCandidateInit(candidate="c")),
     ]
     assert msgspec.json.decode(alice.inbox[-1])["from"] == "bob"
+
+
+def test_rewrites_run_in_order_then_the_users_hook_and_can_be_removed() -> None:
+    d = Dispatcher()
+    a, b = FakeMember(), FakeMember()
+    join(d, a, "r", "a")
+    join(d, b, "r", "b")
+    a.take(), b.take()
+    seen: list[str] = []
+
+    def tag(name: str) -> Any:
+        def rewrite(sender: str, to: str, relayed: Any) -> Any:
+            seen.append(name)
+            sdp = msgspec.structs.replace(relayed.sdp, sdp=relayed.sdp.sdp + name)
+            return msgspec.structs.replace(relayed, sdp=sdp)
+
+        return rewrite
+
+    remove_first = d.add_rewrite(tag("1"))
+    d.add_rewrite(tag("2"))
+    d.rewrite = tag("u")
+    send(d, a, offer("b", sdp="v=0"))
+    assert b.take_one()["sdp"]["sdp"] == "v=012u"
+    remove_first()
+    remove_first()  # idempotent
+    d.add_rewrite(lambda sender, to, relayed: None)  # None drops the message
+    send(d, a, offer("b"))
+    assert b.take() == []
+    assert seen == ["1", "2", "u", "2"]

@@ -495,6 +495,25 @@ async def test_sampler_runs_in_background_and_close_is_idempotent() -> None:
     assert all(b - a > 0.01 for a, b in zip(times, times[1:], strict=False))
 
 
+async def test_sampler_subscribers_each_get_every_batch_until_they_unsubscribe() -> None:
+    session = FakeSession(reports=[report(inbound("audio", 5))] * 3)
+    sampler = StatsSampler([FakePeer({"bob": session})])
+    first: list[int] = []
+    second: list[int] = []
+
+    def failing(rows: list[Any]) -> None:
+        raise RuntimeError("consumer failed")
+
+    sampler.subscribe(failing)  # does not keep the others from their rows
+    unsubscribe = sampler.subscribe(lambda rows: first.append(len(rows)))
+    sampler.subscribe(lambda rows: second.append(len(rows)))
+    await sampler.sample()
+    unsubscribe()
+    unsubscribe()  # idempotent
+    await sampler.sample()
+    assert first == [1] and second == [1, 1]
+
+
 async def test_sampler_keeps_sampling_when_on_rows_fails() -> None:
     calls: list[int] = []
 

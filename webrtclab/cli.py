@@ -11,7 +11,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -122,6 +122,9 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.invite and join_secret is None:
         raise ConfigurationError("--invite needs WEBRTCLAB_JOIN_SECRET in the environment")
     turn_server = TurnServer() if args.turn else None
+    turn: TurnConfig | Callable[[], TurnConfig] | None = TurnConfig.from_env()
+    if turn_server is not None:
+        turn = lambda: turn_server.config  # noqa: E731 (coturn's port is known once it runs)
     server = SignalingServer(
         args.host,
         args.port,
@@ -129,13 +132,12 @@ async def _serve(args: argparse.Namespace) -> None:
         max_room_size=args.max_room_size,
         join_secret=join_secret,
         allowed_origins=args.origin,
-        turn=TurnConfig.from_env(),
+        turn=turn,
     )
     with _stop_on_signals() as stop:
         try:
             if turn_server is not None:
                 await turn_server.start()
-                server.turn = turn_server.config
             async with server:
                 print(f"webrtclab signaling server on {server.url}", flush=True)  # noqa: T201
                 print(f"web client on {server.http_url}/", flush=True)  # noqa: T201

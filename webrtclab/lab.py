@@ -88,28 +88,31 @@ class Lab:
         self.room = room
         self.reconnect = reconnect
         self._server_options = dict(server_options or {})
-        self.clock = LabClock()
+        if network is not None and link is not None:
+            raise ConfigurationError("give either link= (conditions) or network=, not both")
+        # One time base for stats, events and link logs: a given network's, else the lab's.
+        self.clock = network.clock if network is not None else LabClock()
+        if network is None and link is not None:
+            network = Network(link, seed=seed, clock=self.clock)
+        self.network = network
         self.events = EventLog(self.clock)
         self.host_addresses = host_addresses
+        self._own_turn = turn is True
+        self.turn: TurnServer | TurnConfig | None = TurnServer() if turn is True else (turn or None)
         self._own_server = server is None
-        self.server = server or SignalingServer(**(server_options or {}))
+        self._unhook: list[Callable[[], None]] = []
+        if server is None:
+            server = SignalingServer(**self._server_settings(self._server_options))
+        elif network is not None:
+            # A borrowed server: the emulator joins its rewrite chain until the lab closes.
+            self._unhook.append(server.dispatcher.add_rewrite(network.rewrite))
+        self.server = server
         self.peers: dict[str, Peer] = {}
         # Chromium pages in the room (add_browser_peer); they share one browser.
         self.browsers: dict[str, BrowserPeer] = {}
         self._member_callbacks: list[Callable[[Peer | BrowserPeer], None]] = []
         self._chromium: Chromium | None = None
         self._chromium_lock = asyncio.Lock()
-        if network is not None and link is not None:
-            raise ConfigurationError("give either link= (conditions) or network=, not both")
-        if network is None and link is not None:
-            network = Network(link, seed=seed)
-        self.network = network
-        if network is not None:
-            # One time base for stats, events and link logs.
-            network.clock = self.clock
-            self.server.dispatcher.rewrite = network.rewrite
-        self._own_turn = turn is True
-        self.turn: TurnServer | TurnConfig | None = TurnServer() if turn is True else (turn or None)
         self.relay_only = relay_only
         self.turn_link = turn_link
         self.sampler = StatsSampler(
@@ -138,12 +141,20 @@ class Lab:
             await self.turn.start()
         if self._own_server:
             await self.server.start()
-        if self.turn is not None and self.server.turn is None:
-            self.server.turn = self.turn_config
         if self.network is not None:
             self.network.start()
         self.sampler.start()
         self._started = True
+
+    def _server_settings(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The lab's own server's settings: the user's, the emulator's rewrite, TURN."""
+        settings = dict(options)
+        if self.network is not None:
+            settings.setdefault("rewrite", self.network.rewrite)
+        if self.turn is not None:
+            # A function: the lab's coturn has its port only once the lab starts it.
+            settings.setdefault("turn", lambda: self.turn_config)
+        return settings
 
     @property
     def turn_config(self) -> TurnConfig | None:
@@ -316,11 +327,7 @@ class Lab:
         self.events.add("", "", "server-stopped", old.url)
         if down_s > 0:
             await asyncio.sleep(down_s)
-        new = SignalingServer(old.host, old.port, **self._server_options)
-        if self.network is not None:
-            new.dispatcher.rewrite = self.network.rewrite
-        if self.turn is not None and new.turn is None:
-            new.turn = self.turn_config
+        new = SignalingServer(old.host, old.port, **self._server_settings(self._server_options))
         await new.start()
         self.server = new
         self.events.add("", "", "server-started", new.url)
@@ -393,6 +400,8 @@ class Lab:
             return_exceptions=True,
         )
         errors.extend(r for r in results if isinstance(r, BaseException))
+        for unhook in self._unhook:
+            unhook()  # a borrowed server no longer passes messages to our emulator
         async with self._chromium_lock:  # not while add_browser_peer is launching it
             chromium, self._chromium = self._chromium, None
         # Then what the peers used, top layer down, one at a time.

@@ -307,7 +307,7 @@ class StatsSampler:
         self._peers = peers if callable(peers) else (lambda p=list(peers): p)
         self.interval = interval
         self.clock = clock or LabClock()
-        self.on_rows = on_rows
+        self._row_callbacks: list[Callable[[list[Row]], None]] = [on_rows] if on_rows else []
         self.rows: list[Row] = []
         self.network = network
         self.on_link_rows = on_link_rows
@@ -317,6 +317,16 @@ class StatsSampler:
             weakref.WeakKeyDictionary()
         )
         self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, callback: Callable[[list[Row]], None]) -> Callable[[], None]:
+        """Call ``callback`` with each batch of new rows; returns the unsubscribe function."""
+        self._row_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._row_callbacks:
+                self._row_callbacks.remove(callback)
+
+        return unsubscribe
 
     async def sample(self) -> list[Row]:
         """Take one sample of every session now and return its rows."""
@@ -342,8 +352,12 @@ class StatsSampler:
                 continue
             rows.extend(source.stats_rows(raw, now))
         self.rows.extend(rows)
-        if self.on_rows is not None and rows:
-            self.on_rows(rows)
+        if rows:
+            for callback in list(self._row_callbacks):
+                try:
+                    callback(rows)
+                except Exception:  # one failing consumer must not starve the others
+                    logger.exception("%r: a row subscriber failed", self)
         if self.network is not None:
             # Link counters and conditions on the same clock, so plots show cause and effect.
             link_rows = self.network.link_rows(now)

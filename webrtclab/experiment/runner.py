@@ -99,7 +99,7 @@ async def run_scenario(
         # Journal quality rows at every sample too, so a SIGKILL loses no more of them.
         quality.flush()
 
-    lab.sampler.on_rows = on_stats
+    lab.sampler.subscribe(on_stats)
     status, error = "failed", None
     tasks: list[asyncio.Task[None]] = []
     try:

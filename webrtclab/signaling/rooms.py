@@ -47,7 +47,9 @@ class Dispatcher:
         if max_room_size < 1:
             raise ValueError(f"max_room_size must be at least 1, got {max_room_size}")
         self.max_room_size = max_room_size
+        #: a hook of the user's own (a notebook's tap), run after the added ones
         self.rewrite: Rewrite | None = None
+        self._rewrites: list[Rewrite] = []
         # The server's access check (join tokens): runs before any state changes.
         self.admit: Admit | None = None
         self._users: dict[str, Member] = {}
@@ -122,13 +124,32 @@ class Dispatcher:
             relayed = m.RelayedOffer(from_=user_id, to=to, sdp=message.sdp)
         else:
             relayed = m.RelayedAnswer(from_=user_id, to=to, sdp=message.sdp)
-        if self.rewrite is not None:
+        for rewrite in (*self._rewrites, self.rewrite):
+            if rewrite is None:
+                continue
             # The network emulator's hook: candidates become relay addresses.
-            rewritten = self.rewrite(user_id, message.to, relayed)
+            rewritten = rewrite(user_id, message.to, relayed)
             if rewritten is None:
                 return
             relayed = rewritten
         target.deliver(m.encode(relayed))
+
+    @property
+    def rewrites(self) -> tuple[Rewrite, ...]:
+        """The hooks added with :meth:`add_rewrite`, in order."""
+        return tuple(self._rewrites)
+
+    def add_rewrite(self, rewrite: Rewrite) -> Callable[[], None]:
+        """Pass every relayed offer, answer and candidate through ``rewrite`` (in the
+        order added; ``None`` drops the message).  Returns the function that removes it.
+        """
+        self._rewrites.append(rewrite)
+
+        def remove() -> None:
+            if rewrite in self._rewrites:
+                self._rewrites.remove(rewrite)
+
+        return remove
 
     def _bad_target(self, member: Member, user_id: str, to: str, kind: str) -> ProtocolError:
         if to == user_id:

@@ -9,7 +9,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -18,7 +18,7 @@ from ..auth import AuthError, Identity, TokenAuthority, TurnConfig
 from ..compat.aiohttp import SignalSocket
 from ..exceptions import ConfigurationError, InvalidStateError, ProtocolError
 from ..web import add_web_routes
-from .rooms import Dispatcher, Member
+from .rooms import Dispatcher, Member, Rewrite
 
 __all__ = ["SignalingServer"]
 
@@ -208,8 +208,11 @@ class SignalingServer:
         See :class:`webrtclab.auth.TokenAuthority`.
     :param allowed_origins: browser origins (``http://host:port``) whose pages may
         connect; the server's own origin always may.  None allows every origin.
-    :param turn: TURN servers and secrets; enables ``GET /api/turn-credentials``
-        for holders of a join token.
+    :param turn: TURN servers and secrets (or a function that returns them when asked,
+        for a TURN server that starts later); enables ``GET /api/turn-credentials`` for
+        holders of a join token.
+    :param rewrite: a hook every relayed offer, answer and candidate passes through
+        (see :meth:`Dispatcher.add_rewrite`; the network emulator rewrites candidates).
     :param max_message_bytes: larger messages close the socket with code 1009.
     :param heartbeat_s: ping interval; a client that misses a pong is dropped.
     :param max_room_size: joins beyond this are refused with ``room-full``.
@@ -225,7 +228,8 @@ class SignalingServer:
         token: str | None = None,
         join_secret: str | bytes | None = None,
         allowed_origins: Sequence[str] | None = None,
-        turn: TurnConfig | None = None,
+        turn: TurnConfig | Callable[[], TurnConfig | None] | None = None,
+        rewrite: Rewrite | None = None,
         max_message_bytes: int = 256 * 1024,
         heartbeat_s: float = 10.0,
         max_room_size: int = 32,
@@ -259,20 +263,24 @@ class SignalingServer:
                     raise ConfigurationError(
                         f'an allowed origin looks like "http://host:port", got {origin!r}'
                     )
-        if turn is not None and not isinstance(turn, TurnConfig):
-            raise ConfigurationError(f"turn must be a TurnConfig, got {type(turn).__name__}")
+        if turn is not None and not isinstance(turn, TurnConfig) and not callable(turn):
+            raise ConfigurationError(
+                f"turn must be a TurnConfig or a function returning one, got {type(turn).__name__}"
+            )
         self.host, self.port = host, port
         self.token = token
         self.authority = TokenAuthority(join_secret) if join_secret is not None else None
         self.allowed_origins = (
             None if allowed_origins is None else frozenset(o.rstrip("/") for o in allowed_origins)
         )
-        self.turn = turn
+        self._turn = turn
         self.max_message_bytes = max_message_bytes
         self.heartbeat_s = heartbeat_s
         self.max_queue = max_queue
         self.rate, self.burst = rate, burst
         self.dispatcher = Dispatcher(max_room_size=max_room_size)
+        if rewrite is not None:
+            self.dispatcher.add_rewrite(rewrite)
         if self.authority is not None:
             self.dispatcher.admit = _admit
         self.app = web.Application()
@@ -394,9 +402,16 @@ class SignalingServer:
         except AuthError as exc:
             raise _unauthorized(exc.code) from None
 
+    @property
+    def turn(self) -> TurnConfig | None:
+        """The TURN servers and secrets handed out, if any."""
+        turn = self._turn
+        return turn() if callable(turn) else turn
+
     async def _handle_turn_credentials(self, request: web.Request) -> web.Response:
         self._check_origin(request)
-        if self.turn is None:
+        turn = self.turn
+        if turn is None:
             raise web.HTTPNotFound(
                 text='{"error": "turn-not-configured"}', content_type="application/json"
             )
@@ -408,7 +423,7 @@ class SignalingServer:
         identity = self._authenticate(request, query=False)
         if identity is None:  # the static token names no user
             raise _unauthorized("user-token-required")
-        credentials = self.turn.credentials(identity.user_id)
+        credentials = turn.credentials(identity.user_id)
         return web.json_response(credentials.to_json(), headers={"Cache-Control": "no-store"})
 
     async def _handle_health(self, request: web.Request) -> web.Response:
