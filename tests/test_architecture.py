@@ -283,6 +283,7 @@ LAYERS: dict[str, int] = {
             "auth",
             "sdp",
             "media",
+            "member",
             "cc",
             "codecs",
             "bwe",

@@ -73,8 +73,8 @@ async def test_cursor_channel_is_unordered_and_unreliable() -> None:
         assert channel.ordered is False and channel.maxRetransmits == 0
         got: list[Any] = []
         bob.on("message", lambda r, label, p: got.append(p) if label == "cursors" else None)
-        assert alice.send_cursor(10, 20) == 1
-        assert alice.send_cursor(11, 21) == 1
+        assert await alice.send_cursor(10, 20) == 1
+        assert await alice.send_cursor(11, 21) == 1
         await wait_for(lambda: len(got) == 2)
         assert sorted(p["seq"] for p in got) == [0, 1]
         for payload in got:

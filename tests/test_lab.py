@@ -14,6 +14,7 @@ from webrtclab import (
     InvalidStateError,
     Lab,
     MediaSpec,
+    Member,
     SignalingError,
     SignalingServer,
 )
@@ -121,6 +122,22 @@ async def test_add_peer_refused_by_the_server_is_rolled_back() -> None:
         assert info.value.code == "room-full"
         assert lab.peers == {"a": first}
         assert lab.server.dispatcher.rooms() == {"lab": ["a"]}
+
+
+async def test_one_collection_of_members_behind_one_interface() -> None:
+    async with Lab() as lab:
+        a = await lab.add_peer("a", media=NO_MEDIA)
+        b = await lab.add_peer("b", media=NO_MEDIA)
+        assert list(lab.members) == ["a", "b"] and isinstance(a, Member)
+        with pytest.raises(TypeError):
+            lab.members["c"] = a  # type: ignore[index]  # read-only: add_peer adds
+        await lab.wait_connected()
+        assert lab.peers == {"a": a, "b": b} and lab.browsers == {}
+        raw = await a.collect_stats()
+        rows = a.stats_rows(raw, 1.0)
+        assert {(r[1], r[2]) for r in rows} <= {("a", "b")}
+        await lab.remove_peer("b")
+        assert list(lab.members) == ["a"]
 
 
 async def test_member_added_callbacks_see_each_member_before_it_joins() -> None:

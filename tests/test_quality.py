@@ -229,7 +229,7 @@ async def run_call(
         await open_channels(alice, "bob")
         await open_channels(bob, "alice")
         for tick in range(int(seconds * 20)):
-            alice.send_cursor(tick, tick)
+            await alice.send_cursor(tick, tick)
             if tick % 10 == 0:
                 await alice.send_chat(f"alice {tick}")
                 await bob.send_chat(f"bob {tick}")

@@ -15,7 +15,7 @@ import webrtclab.stats
 from webrtclab import STATS_COLUMNS, ConfigurationError, StatsSampler
 from webrtclab.cc.control import StreamCounters
 from webrtclab.session import MediaCounter
-from webrtclab.stats import session_rows, to_dataframe
+from webrtclab.stats import SessionStats, session_rows, to_dataframe
 
 # --- fakes mimicking aiortc's stats objects and a PeerSession ---------------------------------
 
@@ -115,7 +115,16 @@ class FakeSession:
 
 @dataclass
 class FakePeer:
+    """A member whose stats come from fake sessions, through the real SessionStats."""
+
     sessions: dict[str, FakeSession] = field(default_factory=dict)
+    source: SessionStats = field(default_factory=SessionStats)
+
+    async def collect_stats(self) -> Any:
+        return await self.source.collect(self.sessions.values())  # type: ignore[arg-type]
+
+    def stats_rows(self, raw: Any, now: float) -> list[tuple[Any, ...]]:
+        return self.source.rows(raw, now)
 
 
 class FakeClock:

@@ -223,7 +223,7 @@ class FakeSource:
 
 async def test_sampler_adds_rows_of_other_sources_at_the_sample_time() -> None:
     good, bad = FakeSource(), FakeSource(fail=True)
-    sampler = StatsSampler([], sources=lambda: [good, bad])
+    sampler = StatsSampler(lambda: [good, bad])  # type: ignore[arg-type]
     rows = await sampler.sample()
     assert {row[1] for row in rows} == {"fake"}
     assert {row[0] for row in rows} == set(good.seen)  # one time for the whole sample

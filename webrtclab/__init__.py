@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .events import EventLog, LabClock
     from .lab import Lab
     from .media import MediaSpec, ScreenLikeVideoTrack, Stamp, SyntheticVideoTrack, ToneAudioTrack
+    from .member import Member
     from .peer import Peer, PeerSession
     from .plot import plot_timeline
     from .quality import QualityMonitor
@@ -54,6 +55,7 @@ __all__ = [
     "LabPanel",
     "LabTimeoutError",
     "MediaSpec",
+    "Member",
     "Peer",
     "PeerSession",
     "ProtocolError",
@@ -82,6 +84,7 @@ _LAZY = {
     "LabClock": "events",
     "Lab": "lab",
     "MediaSpec": "media",
+    "Member": "member",
     "ScreenLikeVideoTrack": "media",
     "Stamp": "media",
     "SyntheticVideoTrack": "media",

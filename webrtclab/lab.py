@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -107,24 +108,37 @@ class Lab:
             # A borrowed server: the emulator joins its rewrite chain until the lab closes.
             self._unhook.append(server.dispatcher.add_rewrite(network.rewrite))
         self.server = server
-        self.peers: dict[str, Peer] = {}
-        # Chromium pages in the room (add_browser_peer); they share one browser.
-        self.browsers: dict[str, BrowserPeer] = {}
+        # Every member, aiortc and browser peers alike (Chromium pages share one browser).
+        self._members: dict[str, Peer | BrowserPeer] = {}
         self._member_callbacks: list[Callable[[Peer | BrowserPeer], None]] = []
         self._chromium: Chromium | None = None
         self._chromium_lock = asyncio.Lock()
         self.relay_only = relay_only
         self.turn_link = turn_link
         self.sampler = StatsSampler(
-            lambda: self.peers.values(),
+            lambda: self._members.values(),
             interval=stats_interval,
             clock=self.clock,
             network=network,
-            sources=lambda: self.browsers.values(),
         )
         self._started = False
         self._closed = False
         self._closing = CloseOnce()
+
+    @property
+    def members(self) -> Mapping[str, Peer | BrowserPeer]:
+        """Every member by user id, in the order they were added (a live, read-only view)."""
+        return MappingProxyType(self._members)
+
+    @property
+    def peers(self) -> dict[str, Peer]:
+        """The aiortc members (a snapshot)."""
+        return {k: m for k, m in self._members.items() if isinstance(m, Peer)}
+
+    @property
+    def browsers(self) -> dict[str, BrowserPeer]:
+        """The Chromium members (a snapshot)."""
+        return {k: m for k, m in self._members.items() if isinstance(m, BrowserPeer)}
 
     @property
     def url(self) -> str:
@@ -185,7 +199,7 @@ class Lab:
 
     def _check_new_member(self, user_id: str) -> None:
         """Refuse a user id an aiortc or browser peer of the lab has, or the TURN node's."""
-        if user_id in self.peers or user_id in self.browsers:
+        if user_id in self._members:
             raise ConfigurationError(f'the lab already has a peer "{user_id}"')
         if self.turn is not None and user_id == TURN_NODE:
             raise ConfigurationError(f'"{TURN_NODE}" names the TURN server in this lab\'s links')
@@ -213,7 +227,7 @@ class Lab:
             options.setdefault("ice_servers", self._ice_servers(user_id))
             options.setdefault("relay_only", self.relay_only)
         peer = Peer(user_id, media=media, echo_chat=echo_chat, events=self.events, **options)
-        self.peers[user_id] = peer
+        self._members[user_id] = peer
         self._member_added(peer)
         try:
             await peer.join(
@@ -224,7 +238,7 @@ class Lab:
                 refresh_token=lambda: self._join_token(user_id),
             )
         except BaseException:
-            del self.peers[user_id]
+            del self._members[user_id]
             await peer.close()
             raise
         return peer
@@ -262,12 +276,12 @@ class Lab:
             events=self.events,
             **options,
         )
-        self.browsers[user_id] = browser
+        self._members[user_id] = browser
         self._member_added(browser)
         try:
             await browser.join()
         except BaseException:
-            del self.browsers[user_id]
+            del self._members[user_id]
             await browser.close()
             raise
         return browser
@@ -302,14 +316,10 @@ class Lab:
 
     async def remove_peer(self, user_id: str) -> None:
         """Close one peer (the others see peer-left)."""
-        browser = self.browsers.pop(user_id, None)
-        if browser is not None:
-            await browser.close()
-            return
-        peer = self.peers.pop(user_id, None)
-        if peer is None:
+        member = self._members.pop(user_id, None)
+        if member is None:
             raise ConfigurationError(f'the lab has no peer "{user_id}"')
-        await peer.close()
+        await member.close()
 
     async def restart_server(self, down_s: float = 0.0) -> SignalingServer:
         """Close the signaling server and start a new one on the same port and settings.
@@ -335,15 +345,11 @@ class Lab:
 
     async def wait_connected(self, timeout: float = 15.0) -> None:
         """Wait until every pair of lab peers (browser peers included) is connected."""
-        peers = list(self.peers.values())
-        browsers = list(self.browsers.values())
-        others = len(peers) + len(browsers) - 1
+        members = list(self._members.values())
+        others = len(members) - 1
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(
-                    *(p.wait_connected(others, timeout=timeout) for p in peers),
-                    *(b.wait_connected(others, timeout=timeout) for b in browsers),
-                )
+                await asyncio.gather(*(m.wait_connected(others, timeout=timeout) for m in members))
         except TimeoutError:
             raise LabTimeoutError(f"lab peers not all connected within {timeout} s") from None
 
@@ -395,8 +401,7 @@ class Lab:
         errors: list[BaseException] = []
         results = await asyncio.gather(
             self.sampler.close(),
-            *(peer.close() for peer in self.peers.values()),
-            *(browser.close() for browser in self.browsers.values()),
+            *(member.close() for member in self._members.values()),
             return_exceptions=True,
         )
         errors.extend(r for r in results if isinstance(r, BaseException))

@@ -39,6 +39,7 @@ from .events import EventLog
 from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError, SignalingError
 from .loopback import LOOPBACK
 from .media import SYNTHETIC_SOURCES, FramePacer, MediaSpec, open_media, synthetic_video
+from .member import StatsRow
 from .recording import Recorder
 from .sdp import is_loopback
 from .session import (
@@ -49,6 +50,7 @@ from .session import (
 )
 from .signaling import messages as m
 from .signaling.client import Backoff, SignalingClient
+from .stats import SessionStats
 
 __all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession"]
 
@@ -162,6 +164,7 @@ class Peer(AsyncIOEventEmitter):
         # Serialises negotiation: the reader and scheduled re-offers both create sessions.
         self._negotiation = asyncio.Lock()
         self._rng = random.Random()
+        self._stats = SessionStats()
 
     def __repr__(self) -> str:
         return f"Peer({self.user_id!r})"
@@ -502,9 +505,21 @@ class Peer(AsyncIOEventEmitter):
                 sent += 1
         return sent
 
-    def send_cursor(self, x: float, y: float, to: str | None = None) -> int:
-        """Send a cursor position to one remote or to all; returns how many took it."""
+    async def send_cursor(self, x: float, y: float, to: str | None = None) -> int:
+        """Send a cursor position to one remote or to all; returns how many took it.
+
+        Never waits (the channel drops what it cannot take); async like every
+        member's, so a browser peer and an aiortc peer are driven the same way.
+        """
         return sum(session.send_cursor(x, y) for session in self._targets(to))
+
+    async def collect_stats(self) -> list[tuple[PeerSession, Any]]:
+        """Every session's getStats report, now (see :class:`~webrtclab.stats.StatsSampler`)."""
+        return await self._stats.collect(list(self.sessions.values()))
+
+    def stats_rows(self, raw: list[tuple[PeerSession, Any]], now: float) -> list[StatsRow]:
+        """Rows with :data:`~webrtclab.stats.STATS_COLUMNS` from :meth:`collect_stats`."""
+        return self._stats.rows(raw, now)
 
     # --- video source switching and reference frames -------------------------------------
 

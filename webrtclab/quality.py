@@ -221,10 +221,10 @@ class QualityMonitor:
             members = list(peers)
         else:
             lab = lab_or_peers
-            self._senders = lambda name: lab.peers.get(name) or lab.browsers.get(name)
+            self._senders = lab.members.get
             default_clock = lab.clock
             self._unwatch = lab.on_member_added(self._attach)
-            members = [*lab.peers.values(), *lab.browsers.values()]
+            members = list(lab.members.values())
         clock = clock if clock is not None else default_clock
         if clock is None:
             raise ConfigurationError("QualityMonitor needs a clock= when given no peers")

@@ -47,7 +47,7 @@ import math
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -55,12 +55,19 @@ from ._tasks import cancel_and_wait
 from .compat.aiortc import media_stream_stats, negotiated_codecs
 from .events import LabClock
 from .exceptions import ConfigurationError
+from .member import Member
 
 if TYPE_CHECKING:
     from .netem.relay import Network
     from .peer import Peer, PeerSession
 
-__all__ = ["RTT_COLUMNS", "STATS_COLUMNS", "RttJournal", "StatsSampler", "session_rows"]
+__all__ = [
+    "RTT_COLUMNS",
+    "STATS_COLUMNS",
+    "RttJournal",
+    "StatsSampler",
+    "session_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +119,6 @@ DEFAULT_CLOCK_RATES = {"audio": 48000, "video": 90000}
 NAN = math.nan
 
 Row = tuple[Any, ...]
-
-
-class _RowSource(Protocol):
-    """A member sampled besides aiortc sessions (a browser peer): collect, then convert."""
-
-    async def collect_stats(self) -> Any: ...
-
-    def stats_rows(self, raw: Any, now: float) -> list[Row]: ...
 
 
 @dataclass
@@ -267,6 +266,39 @@ class RttJournal:
         return rows
 
 
+class SessionStats:
+    """getStats of a set of aiortc sessions and their rows: an aiortc peer's stats source.
+
+    Keeps the previous counters of each session (weakly: a closed session's go with it)
+    for the rates.
+    """
+
+    def __init__(self) -> None:
+        self._previous: weakref.WeakKeyDictionary[PeerSession, dict[tuple[str, str], _Previous]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def collect(self, sessions: Iterable[PeerSession]) -> list[tuple[PeerSession, Any]]:
+        """Every session's getStats report (sessions whose getStats fails are left out)."""
+        sessions = list(sessions)
+        reports = await asyncio.gather(*(s.pc.getStats() for s in sessions), return_exceptions=True)
+        collected = []
+        for session, report in zip(sessions, reports, strict=True):
+            if isinstance(report, BaseException):
+                logger.debug("getStats failed for %r: %s", session, report)
+            else:
+                collected.append((session, report))
+        return collected
+
+    def rows(self, collected: Iterable[tuple[PeerSession, Any]], now: float) -> list[Row]:
+        """Stats rows of what :meth:`collect` returned, sampled at ``now``."""
+        rows: list[Row] = []
+        for session, report in collected:
+            previous = self._previous.setdefault(session, {})
+            rows.extend(session_rows(session, report, now, previous))
+        return rows
+
+
 def rtt_dataframe(rows: Iterable[Row]) -> pd.DataFrame:
     """RTT sample rows as a DataFrame sorted by time."""
     frame = pd.DataFrame.from_records(list(rows), columns=RTT_COLUMNS)
@@ -283,39 +315,33 @@ def to_dataframe(rows: Iterable[Row]) -> pd.DataFrame:
 
 
 class StatsSampler:
-    """Samples every session of the given peers every ``interval`` seconds.
+    """Samples every member (aiortc and browser peers alike) every ``interval`` seconds.
 
-    :param peers: the peers, or a callable returning them (peers may come and go).
-    :param on_rows: called with each batch of new rows (for incremental writers).
-    :param sources: a callable returning other members to sample, such as
-        :class:`~webrtclab.browser.BrowserPeer` (their rows share the sample's time).
+    :param members: the members, or a callable returning them (members come and go);
+        every report of one sample is gathered first, so all its rows share one time.
+    :param on_rows: called with each batch of new rows (also :meth:`subscribe`).
     """
 
     def __init__(
         self,
-        peers: Iterable[Peer] | Callable[[], Iterable[Peer]],
+        members: Iterable[Member] | Callable[[], Iterable[Member]],
         *,
         interval: float = 0.5,
         clock: LabClock | None = None,
         on_rows: Callable[[list[Row]], None] | None = None,
         network: Network | None = None,
         on_link_rows: Callable[[list[Row]], None] | None = None,
-        sources: Callable[[], Iterable[_RowSource]] | None = None,
     ) -> None:
         if not 0.01 <= interval <= 3600:
             raise ConfigurationError(f"stats interval must be in [0.01, 3600] s, got {interval}")
-        self._peers = peers if callable(peers) else (lambda p=list(peers): p)
+        self._members = members if callable(members) else (lambda m=list(members): m)
         self.interval = interval
         self.clock = clock or LabClock()
         self._row_callbacks: list[Callable[[list[Row]], None]] = [on_rows] if on_rows else []
         self.rows: list[Row] = []
         self.network = network
         self.on_link_rows = on_link_rows
-        self._sources = sources
         self.link_rows: list[Row] = []
-        self._previous: weakref.WeakKeyDictionary[PeerSession, dict[tuple[str, str], _Previous]] = (
-            weakref.WeakKeyDictionary()
-        )
         self._task: asyncio.Task[None] | None = None
 
     def subscribe(self, callback: Callable[[list[Row]], None]) -> Callable[[], None]:
@@ -329,28 +355,18 @@ class StatsSampler:
         return unsubscribe
 
     async def sample(self) -> list[Row]:
-        """Take one sample of every session now and return its rows."""
-        sessions = [s for peer in self._peers() for s in list(peer.sessions.values())]
-        sources = list(self._sources()) if self._sources is not None else []
-        results = await asyncio.gather(
-            *(s.pc.getStats() for s in sessions),
-            *(source.collect_stats() for source in sources),
-            return_exceptions=True,
+        """Take one sample of every member now and return its rows."""
+        members = list(self._members())
+        raws = await asyncio.gather(
+            *(member.collect_stats() for member in members), return_exceptions=True
         )
-        reports, raws = results[: len(sessions)], results[len(sessions) :]
         now = self.clock.now()
         rows: list[Row] = []
-        for session, report in zip(sessions, reports, strict=True):
-            if isinstance(report, BaseException):
-                logger.debug("getStats failed for %r: %s", session, report)
-                continue
-            previous = self._previous.setdefault(session, {})
-            rows.extend(session_rows(session, report, now, previous))
-        for source, raw in zip(sources, raws, strict=True):
+        for member, raw in zip(members, raws, strict=True):
             if isinstance(raw, BaseException):
-                logger.debug("stats of %r failed: %s", source, raw)
+                logger.debug("stats of %r failed: %s", member, raw)
                 continue
-            rows.extend(source.stats_rows(raw, now))
+            rows.extend(member.stats_rows(raw, now))
         self.rows.extend(rows)
         if rows:
             for callback in list(self._row_callbacks):

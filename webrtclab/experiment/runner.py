@@ -130,9 +130,9 @@ async def run_scenario(
                 tasks.append(asyncio.create_task(_every(scenario.chat_interval_s, chat)))
             if scenario.cursor_rate_hz:
 
-                def cursor(tick: int) -> None:
+                async def cursor(tick: int) -> None:
                     for name in names:
-                        lab.peers[name].send_cursor(tick % 640, (tick * 7) % 480)
+                        await lab.peers[name].send_cursor(tick % 640, (tick * 7) % 480)
 
                 tasks.append(asyncio.create_task(_every(1 / scenario.cursor_rate_hz, cursor)))
             for switch in scenario.switches:

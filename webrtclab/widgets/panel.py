@@ -389,7 +389,9 @@ class LabPanel:
             return  # pointer moves without a call go nowhere
         try:
             peer, remote = self._pair(None)
-            peer.send_cursor(position[0], position[1], to=remote)
+            session = peer.sessions.get(remote)
+            if session is not None:  # the session's send never waits: fine in an observer
+                session.send_cursor(position[0], position[1])
         except WebrtcLabError as exc:
             logger.debug("%r: cursor not sent: %s", self, exc)
 
