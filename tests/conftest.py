@@ -31,10 +31,15 @@ ServerFactory = Callable[..., Awaitable[SignalingServer]]
 
 @pytest_asyncio.fixture
 async def make_server() -> AsyncIterator[ServerFactory]:
-    """A factory for started servers (keyword arguments go to SignalingServer)."""
+    """A factory for started servers (keyword arguments go to SignalingServer).
+
+    Without a grace period unless asked: the protocol tests expect peer-left as soon
+    as a socket closes (the grace period has tests of its own).
+    """
     servers: list[SignalingServer] = []
 
     async def factory(**kwargs: Any) -> SignalingServer:
+        kwargs.setdefault("disconnect_grace_s", 0.0)
         server = SignalingServer("127.0.0.1", 0, **kwargs)
         servers.append(server)
         await server.start()

@@ -27,6 +27,7 @@ from test_cli import read_line, spawn
 
 from webrtclab import Backoff, ConfigurationError, InvalidStateError, Lab, MediaSpec, PeerSession
 from webrtclab.netem import LinkConditions
+from webrtclab.quality import QualityMonitor
 
 SMALL = MediaSpec(width=96, height=64, fps=15, seed=3)
 # Reconnect quickly in tests: 50 ms, doubling up to 400 ms, minus up to half as jitter.
@@ -158,6 +159,35 @@ async def test_signaling_restart_keeps_the_call_and_peers_rejoin() -> None:
     await assert_no_task_left(baseline)
 
 
+async def test_a_five_second_signaling_drop_never_stops_the_video() -> None:
+    """The server stays up but drops alice's socket, and she comes back 5 s later (her
+    backoff): within the server's 10 s grace period nobody hears peer-left, so the
+    media sessions are never touched and frames keep arriving both ways."""
+    late = Backoff(initial_s=5.0, max_s=5.0, factor=1.0, jitter=0.0)
+    async with Lab(reconnect=late) as lab:
+        monitor = QualityMonitor(lab, psnr_every=0)
+        alice = await lab.add_peer("alice", media=SMALL)
+        bob = await lab.add_peer("bob", media=SMALL)
+        await lab.wait_connected()
+        sessions = alice.sessions["bob"], bob.sessions["alice"]
+        await wait_until(lambda: min(frames(s) for s in sessions) > 5, 10)
+        dropped_at = lab.clock.now()
+        [held] = [c for c in lab.server._clients if c.user_id == "alice"]
+        await held.ws.close()  # the server's side of alice's socket is gone
+        await wait_until(lambda: alice.reconnects == 1, 10)  # 5 s later
+        assert lab.clock.now() - dropped_at >= 4.5
+        await asyncio.sleep(1.0)
+        monitor.close()
+        assert (alice.sessions["bob"], bob.sessions["alice"]) == sessions
+        assert all(s.state == "connected" for s in sessions)
+        assert events_of(lab, "peer-left").empty and lab.server.dispatcher.away() == []
+        shown = monitor.frames_dataframe()
+        shown = shown[shown["time_s"] >= dropped_at]
+        for receiver in ("alice", "bob"):
+            gaps = shown[shown["peer"] == receiver]["interval_ms"]
+            assert len(gaps) > 5 * 15 * 0.8 and gaps.max() < 500, gaps.describe()
+
+
 @pytest.mark.parametrize("dropped", ["alice", "bob"])
 async def test_rejoin_refused_while_the_user_id_is_held_is_retried(
     connect: ClientFactory, dropped: str
@@ -167,7 +197,8 @@ async def test_rejoin_refused_while_the_user_id_is_held_is_retried(
     comes back: it keeps trying until the id is free.  Then alice, the lower id, offers,
     whether she is the one who re-joined or the one who stayed."""
     steady = Backoff(initial_s=0.2, max_s=0.2, factor=1.0, jitter=0.0)
-    async with Lab(reconnect=steady) as lab:
+    # No grace period: the server forgets the dropped peer at once (peer-left).
+    async with Lab(reconnect=steady, server_options={"disconnect_grace_s": 0}) as lab:
         alice = await lab.add_peer("alice", media=SMALL)
         bob = await lab.add_peer("bob", media=SMALL)
         await lab.wait_connected()
@@ -277,11 +308,13 @@ async def test_long_outage_fails_and_the_lower_user_id_reestablishes() -> None:
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
 async def test_killed_or_frozen_peer_process_leaves_the_room(how: str) -> None:
-    """SIGKILL: the kernel closes the socket, peer-left comes at once (well within one
-    heartbeat).  SIGSTOP: the socket stays open but nothing answers pings, so the
-    heartbeat drops it: peer-left within two intervals."""
-    heartbeat = 1.0
-    async with Lab(server_options={"heartbeat_s": heartbeat}, reconnect=FAST) as lab:
+    """SIGKILL: the kernel closes the socket, peer-left comes when the grace period for
+    a reconnect ends (well within one heartbeat after it).  SIGSTOP: the socket stays
+    open but nothing answers pings, so the heartbeat drops it: peer-left within two
+    intervals after the grace period."""
+    heartbeat, grace = 1.0, 0.5
+    options = {"heartbeat_s": heartbeat, "disconnect_grace_s": grace}
+    async with Lab(server_options=options, reconnect=FAST) as lab:
         async with spawn(
             "peer",
             "--signal",
@@ -306,12 +339,12 @@ async def test_killed_or_frozen_peer_process_leaves_the_room(how: str) -> None:
             t0 = time.monotonic()
             os.kill(bot.pid, signal.SIGKILL if how == "SIGKILL" else signal.SIGSTOP)
             try:
-                elapsed = await asyncio.wait_for(left, 4 * heartbeat) - t0
+                elapsed = await asyncio.wait_for(left, 4 * heartbeat + grace) - t0
             finally:
                 if how == "SIGSTOP":
                     os.kill(bot.pid, signal.SIGKILL)
-            limit = heartbeat if how == "SIGKILL" else 2 * heartbeat
-            assert elapsed <= limit, elapsed
+            limit = grace + (heartbeat if how == "SIGKILL" else 2 * heartbeat)
+            assert grace <= elapsed <= limit, elapsed
             assert "bot" not in me.sessions and me.roster == set()
             assert lab.server.dispatcher.rooms() == {"lab": ["me"]}
             assert session.state == "closed"

@@ -242,6 +242,43 @@ def test_last_member_leaving_deletes_the_room(room: Room) -> None:
     assert alice.inbox == [] and bob.inbox == [] and carol.inbox == []
 
 
+def test_a_held_member_is_resumed_by_the_same_user_unnoticed(room: Room) -> None:
+    d, alice, bob, carol, _ = room
+    assert d.disconnect(bob, hold=True)
+    assert alice.inbox == [] and d.rooms() == {"r": ["alice", "bob"], "s": ["carol"]}
+    assert d.away() == ["bob"]
+    # The same id from another socket: in its own room it resumes.
+    back = FakeMember("back")
+    assert join(d, back, "r", "bob")["peers"] == ["alice"]
+    assert alice.inbox == []  # no peer-left, no peer-joined: the calls go on
+    assert (bob.user_id, back.user_id) == (None, "bob") and d.away() == []
+    d.expire(bob)  # the hold's timer firing late changes nothing
+    assert alice.inbox == [] and d.rooms()["r"] == ["alice", "bob"]
+    send(d, alice, offer("bob"))
+    assert back.take_one()["from"] == "alice"  # relayed to the new socket
+
+
+def test_a_held_member_back_in_another_room_has_left_the_old_one(room: Room) -> None:
+    d, alice, bob, carol, _ = room
+    assert d.disconnect(bob, hold=True)
+    elsewhere = FakeMember("elsewhere")
+    assert join(d, elsewhere, "s", "bob")["peers"] == ["carol"]
+    assert alice.take() == [{"type": "peer-left", "peerId": "bob"}]
+    assert carol.take() == [{"type": "peer-joined", "peerId": "bob"}]
+    assert d.rooms() == {"r": ["alice"], "s": ["carol", "bob"]} and d.away() == []
+    d.expire(bob)  # the old hold's timer: nothing left to do
+    assert alice.inbox == [] and carol.inbox == []
+
+
+def test_a_held_member_that_does_not_come_back_leaves_when_the_hold_expires(room: Room) -> None:
+    d, alice, bob, _, _ = room
+    assert d.disconnect(bob, hold=True)
+    d.expire(bob)
+    assert alice.take() == [{"type": "peer-left", "peerId": "bob"}]
+    assert d.rooms()["r"] == ["alice"] and d.away() == []
+    assert not d.disconnect(FakeMember("never-joined"), hold=True)
+
+
 def test_disconnect_notifies_the_room(room: Room) -> None:
     d, alice, bob, carol, stranger = room
     d.disconnect(bob)

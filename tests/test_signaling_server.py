@@ -210,6 +210,9 @@ async def test_port_in_use_raises_configuration_error(make_server: ServerFactory
         {"max_room_size": 0},
         {"rate": -1.0},
         {"rate": 10.0, "burst": 0.5},
+        {"disconnect_grace_s": -1.0},
+        {"disconnect_grace_s": math.nan},
+        {"turn": "turn:127.0.0.1:3478"},
     ],
     ids=lambda kwargs: ",".join(f"{k}={v!r}" for k, v in kwargs.items()),
 )
@@ -354,6 +357,27 @@ async def test_socket_close_sends_peer_left(members: Members) -> None:
     # The user id is free again.
     assert (await members.x.join("r", "alice"))["peers"] == ["bob"]
     assert await members.bob.recv() == {"type": "peer-joined", "peerId": "alice"}
+
+
+async def test_a_dropped_socket_is_held_for_the_grace_period_and_resumed(
+    make_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await make_server(disconnect_grace_s=0.4)
+    ms = await populate(server, connect)
+    await ms.alice.close()  # no leave: the socket just went
+    await ms.bob.assert_silent()  # within the grace period nobody hears of it
+    assert server.dispatcher.away() == ["alice"]
+    # alice is back on a new socket: it takes her place, unnoticed by bob.
+    assert (await ms.x.join("r", "alice"))["peers"] == ["bob"]
+    await asyncio.sleep(0.5)  # past the grace period: the hold's timer changes nothing
+    await ms.bob.assert_silent()
+    assert server.dispatcher.rooms() == {"r": ["alice", "bob"], "s": ["carol"]}
+    await assert_relay_works(ms.bob, ms.x, "bob", "alice")
+    # Not coming back: peer-left when the grace period ends.
+    await ms.carol.close()
+    assert server.dispatcher.away() == ["carol"]
+    await asyncio.sleep(0.5)
+    assert server.dispatcher.rooms() == {"r": ["alice", "bob"]} and server.dispatcher.away() == []
 
 
 async def test_abrupt_disconnect_sends_peer_left(

@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", default=None, help="require this token from clients")
     serve.add_argument("--max-room-size", type=int, default=32)
     serve.add_argument(
+        "--disconnect-grace",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a member whose socket dropped stays in its room (0: none)",
+    )
+    serve.add_argument(
         "--turn",
         action="store_true",
         help="start coturn on 127.0.0.1 and hand its credentials to token holders",
@@ -130,6 +137,7 @@ async def _serve(args: argparse.Namespace) -> None:
         args.port,
         token=args.token,
         max_room_size=args.max_room_size,
+        disconnect_grace_s=args.disconnect_grace,
         join_secret=join_secret,
         allowed_origins=args.origin,
         turn=turn,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -118,6 +119,8 @@ class SignalingClient:
         if self._ws is None or self._ws.closed:
             raise SignalingError("the signaling connection is not open")
         await self._ws.send_frame(m.encode(message), aiohttp.WSMsgType.TEXT)
+        if isinstance(message, m.Leave):
+            self.room_id = None  # close() need not say goodbye again
 
     async def recv(self) -> m.ServerMessage:
         """The next server message; raises SignalingError when the socket closes."""
@@ -147,12 +150,20 @@ class SignalingClient:
         return self._ws is None or self._ws.closed
 
     async def close(self) -> None:
-        """Close the socket; safe to call twice."""
+        """Leave the room (if joined) and close the socket; safe to call twice.
+
+        The leave is what tells the server this is a goodbye: a socket that just
+        closes is held in its room for the server's grace period, in case it comes back.
+        """
         await self._closing.run(self._close)
 
     async def _close(self) -> None:
         self._closed = True
         if self._ws is not None:
+            if self.room_id is not None and not self._ws.closed:
+                with contextlib.suppress(Exception):  # a socket already going: no goodbye
+                    await self.send(m.Leave(roomId=self.room_id))
+                self.room_id = None
             await self._ws.close()
         if self._session is not None:
             await self._session.close()

@@ -50,6 +50,8 @@ class Dispatcher:
         #: a hook of the user's own (a notebook's tap), run after the added ones
         self.rewrite: Rewrite | None = None
         self._rewrites: list[Rewrite] = []
+        # Members whose socket closed without a leave, held in their room (see disconnect).
+        self._away: dict[str, Member] = {}
         # The server's access check (join tokens): runs before any state changes.
         self.admit: Admit | None = None
         self._users: dict[str, Member] = {}
@@ -84,10 +86,32 @@ class Dispatcher:
             logger.debug("refused message from %r: %s %s", member.user_id, exc.code, exc.message)
         member.deliver(m.encode(m.Error(message=exc.message, code=exc.code)))
 
-    def disconnect(self, member: Member) -> None:
-        """Forget a member whose socket closed (peer-left to its room)."""
-        if member.user_id is not None and member.room_id is not None:
+    def disconnect(self, member: Member, *, hold: bool = False) -> bool:
+        """A member's socket closed without a leave: forget it (peer-left to its room).
+
+        With ``hold``, it stays in its room, away, so its calls go on: the same user id
+        joining the same room again takes its place without peer-left or peer-joined
+        (:meth:`_join`); joining another room, or :meth:`expire`, ends the hold.
+        Returns whether it is held.
+        """
+        if member.user_id is None or member.room_id is None:
+            return False
+        if hold:
+            self._away[member.user_id] = member
+            return True
+        self._remove(member)
+        return False
+
+    def expire(self, member: Member) -> None:
+        """End the hold of an away member (peer-left to its room) unless it came back."""
+        user_id = member.user_id
+        if user_id is not None and self._away.get(user_id) is member:
+            del self._away[user_id]
             self._remove(member)
+
+    def away(self) -> list[str]:
+        """User ids held in their rooms after their socket closed."""
+        return list(self._away)
 
     # --- protocol ---------------------------------------------------------------
 
@@ -169,6 +193,13 @@ class Dispatcher:
             )
         if self.admit is not None:
             self.admit(member, room_id, user_id)
+        away = self._away.get(user_id)
+        if away is not None:
+            if away.room_id == room_id:
+                self._resume(away, member)
+                return
+            # Back in another room: it has left the old one for good.
+            self.expire(away)
         if user_id in self._users:
             raise ProtocolError(
                 "user-id-taken",
@@ -193,6 +224,21 @@ class Dispatcher:
                 other.deliver(data)
         room[user_id] = member
         logger.debug('"%s" joined room "%s" (%d members)', user_id, room_id, len(room))
+
+    def _resume(self, away: Member, member: Member) -> None:
+        """``member`` takes the place of the held ``away`` one: to the others, nothing
+        happened (no peer-left, no peer-joined), so their sessions with it go on."""
+        user_id, room_id = away.user_id, away.room_id
+        assert user_id is not None and room_id is not None
+        del self._away[user_id]
+        away.user_id = away.room_id = None
+        member.user_id, member.room_id = user_id, room_id
+        self._users[user_id] = member
+        room = self._rooms[room_id]
+        room[user_id] = member
+        existing = [other for other in room if other != user_id]
+        member.deliver(m.encode(m.RoomJoined(peers=existing, roomId=room_id, userId=user_id)))
+        logger.debug('"%s" resumed in room "%s"', user_id, room_id)
 
     def _remove(self, member: Member) -> None:
         user_id, room_id = member.user_id, member.room_id

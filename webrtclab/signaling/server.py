@@ -214,6 +214,9 @@ class SignalingServer:
     :param rewrite: a hook every relayed offer, answer and candidate passes through
         (see :meth:`Dispatcher.add_rewrite`; the network emulator rewrites candidates).
     :param max_message_bytes: larger messages close the socket with code 1009.
+    :param disconnect_grace_s: a member whose socket closes without a leave stays in its
+        room this long (others hear peer-left only then); the same user id re-joining the
+        same room meanwhile takes its place unnoticed, so its calls go on.  0: at once.
     :param heartbeat_s: ping interval; a client that misses a pong is dropped.
     :param max_room_size: joins beyond this are refused with ``room-full``.
     :param max_queue: messages queued for a slow client before it is dropped.
@@ -230,6 +233,7 @@ class SignalingServer:
         allowed_origins: Sequence[str] | None = None,
         turn: TurnConfig | Callable[[], TurnConfig | None] | None = None,
         rewrite: Rewrite | None = None,
+        disconnect_grace_s: float = 10.0,
         max_message_bytes: int = 256 * 1024,
         heartbeat_s: float = 10.0,
         max_room_size: int = 32,
@@ -241,6 +245,10 @@ class SignalingServer:
             raise ConfigurationError(f"port must be in 0-65535, got {port}")
         if max_message_bytes < 1024:
             raise ConfigurationError(f"max_message_bytes must be >= 1024, got {max_message_bytes}")
+        if not 0 <= disconnect_grace_s <= 3600:  # also refuses NaN
+            raise ConfigurationError(
+                f"disconnect_grace_s must be in [0, 3600], got {disconnect_grace_s}"
+            )
         if not heartbeat_s > 0:  # also refuses NaN
             raise ConfigurationError(f"heartbeat_s must be positive, got {heartbeat_s}")
         if max_queue < 1:
@@ -290,6 +298,8 @@ class SignalingServer:
         self.app.router.add_get("/api/turn-credentials", self._handle_turn_credentials)
         self._runner: web.AppRunner | None = None
         self._clients: set[_Client] = set()
+        self.disconnect_grace_s = disconnect_grace_s
+        self._expiries: dict[_Client, asyncio.TimerHandle] = {}
         self._closed = False
         self._closing = CloseOnce()
 
@@ -345,6 +355,9 @@ class SignalingServer:
 
     async def _close(self) -> None:
         self._closed = True
+        for handle in self._expiries.values():
+            handle.cancel()  # the room goes with the server: no peer-left to send
+        self._expiries.clear()
         clients = list(self._clients)
         await asyncio.gather(
             *(c.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for c in clients),
@@ -401,6 +414,19 @@ class SignalingServer:
             return self.authority.verify(presented)
         except AuthError as exc:
             raise _unauthorized(exc.code) from None
+
+    def _disconnected(self, client: _Client) -> None:
+        # A socket that closed without a leave: its user stays in the room for the grace
+        # period, so a reconnect within it keeps every call going (nobody hears
+        # peer-left); a server shutting down keeps nobody.
+        hold = self.disconnect_grace_s > 0 and not self._closed
+        if self.dispatcher.disconnect(client, hold=hold):
+            loop = asyncio.get_running_loop()
+            self._expiries[client] = loop.call_later(self.disconnect_grace_s, self._expire, client)
+
+    def _expire(self, client: _Client) -> None:
+        self._expiries.pop(client, None)
+        self.dispatcher.expire(client)
 
     @property
     def turn(self) -> TurnConfig | None:
@@ -467,7 +493,7 @@ class SignalingServer:
             if queue is not None:
                 queue.inline = None
             self._clients.discard(client)
-            dispatcher.disconnect(client)
+            self._disconnected(client)
             writer = client.writer
             writer.cancel()
             try:
