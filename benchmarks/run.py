@@ -23,6 +23,7 @@ BENCHMARKS = {
     "bench_turn.py": {"quick": ["--runs", "2", "--seconds", "2"], "full": []},
     "bench_load.py": {"quick": ["--quick"], "full": []},
     "bench_cc.py": {"quick": ["--quick"], "full": []},
+    "bench_bwe.py": {"quick": ["--quick"], "full": []},
 }
 # Opt-in: long by design.
 SOAK = {"bench_soak.py": {"quick": ["--duration", "120"], "full": []}}

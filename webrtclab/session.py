@@ -27,6 +27,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ._tasks import cancel_and_wait
+from .bwe.loader import estimator_factory
 from .cc.control import RateControl
 from .compat.aioice import gather_on, guard_checks, ice_connection
 from .compat.aiortc import (
@@ -116,11 +117,17 @@ class PeerSession:
         self.last_video_frame: av.VideoFrame | None = None
         #: the rate control of this connection (see :mod:`webrtclab.cc`)
         self.rate = RateControl(peer.congestion_control)
+        settings = peer.congestion_control
+        #: ``"estimator"`` mode: this connection's receiver-side estimator
+        self.estimator = (
+            estimator_factory(settings.estimator)() if settings.estimator is not None else None
+        )
         self.hooks = ConnectionHooks(
             self.pc,
             self.rate,
             received={k: self.counters[("recv", k)] for k in ("audio", "video")},
             on_rtt=self._on_rtt,
+            estimator=self.estimator,
         )
         # (lab time s, kind, ms): the RTT of every RTCP report, unsmoothed.
         self.rtt_samples: list[tuple[float, str, float]] = []

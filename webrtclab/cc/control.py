@@ -1,9 +1,9 @@
 """What steers a connection's send rate: the choice per peer, and the per-connection state.
 
 :class:`CongestionControl` is the choice a user makes (``"gcc"``, ``"remb"``,
-``"none"``, ``"fixed:<bps>"``) with the encoder ranges; :class:`RateControl` is one
-connection's controller state: the estimators, the target and its split between audio
-and video, and the recovery policies.  It does no I/O: the aiortc seam
+``"none"``, ``"fixed:<bps>"``, ``"estimator:<spec>"``) with the encoder ranges;
+:class:`RateControl` is one connection's controller state: the estimators, the target
+and its split between audio and video, and the recovery policies.  It does no I/O: the aiortc seam
 (:mod:`webrtclab.compat.aiortc`) feeds it packets and feedback and applies its targets.
 """
 
@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..exceptions import ConfigurationError
 from .gcc import GccController, ProbeBitrateEstimator, ProbeCluster, ProbeController
@@ -21,10 +21,16 @@ from .pacer import Pacer
 from .recovery import KeyframeThrottle, NackPolicy, RtxGuard
 from .twcc import SendHistory, TransportFeedback
 
-__all__ = ["MODES", "CongestionControl", "RateControl", "parse_congestion_control"]
+__all__ = [
+    "ESTIMATOR_PREFIX",
+    "MODES",
+    "CongestionControl",
+    "RateControl",
+    "parse_congestion_control",
+]
 
-Mode = Literal["gcc", "remb", "none", "fixed"]
-MODES: tuple[str, ...] = ("gcc", "remb", "none", "fixed")
+Mode = Literal["gcc", "remb", "none", "fixed", "estimator"]
+MODES: tuple[str, ...] = ("gcc", "remb", "none", "fixed", "estimator")
 
 # Audio's share of the target, within its range (libwebrtc's bitrate allocator gives
 # audio its configured rate first; Opus speech is fine from ~16 kbit/s).
@@ -39,7 +45,10 @@ class CongestionControl:
     ``mode``: ``"gcc"`` (Google Congestion Control on transport-wide feedback, the
     default), ``"remb"`` (aiortc as it ships: receiver-side REMB, its VP8 clamp and
     encoder rebuilds), ``"none"`` (no adaptation: encoders at ``fixed_bps``),
-    ``"fixed"`` (the lab's encoders and pacer held at ``fixed_bps``).
+    ``"fixed"`` (the lab's encoders and pacer held at ``fixed_bps``), ``"estimator"``
+    (a receiver-side estimator, see :mod:`webrtclab.bwe`: this peer's receivers feed
+    ``estimator`` every packet and send its estimate back as REMB; this peer's senders
+    follow the REMB they receive, with the lab's encoders and pacer).
     """
 
     mode: Mode = "gcc"
@@ -59,11 +68,30 @@ class CongestionControl:
     rtx_share: float = 0.25
     #: how often the receiver sends transport-wide feedback (s)
     feedback_interval_s: float = 0.05
+    #: ``"estimator"``: the estimator (a spec ``"package.module:Class"``,
+    #: ``"fixed:<bps>"``, ``"onnx:<path>"``, a class, or an instance shared by the
+    #: peer's connections) and how often its estimate is polled and sent (s)
+    estimator: Any = None
+    estimator_interval_s: float = 0.2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigurationError(
                 f"congestion control must be one of {', '.join(MODES)}, got {self.mode!r}"
+            )
+        if (self.mode == "estimator") != (self.estimator is not None):
+            raise ConfigurationError(
+                f"mode={self.mode!r} with estimator={self.estimator!r}: an estimator goes "
+                f'with mode="estimator" and only with it'
+            )
+        if self.estimator is not None:
+            # Checked now (a bad spec fails where it is written), built per connection.
+            from ..bwe.loader import estimator_factory
+
+            estimator_factory(self.estimator)
+        if not 0.01 <= self.estimator_interval_s <= 5.0:
+            raise ConfigurationError(
+                f"estimator_interval_s must be in [0.01, 5] s, got {self.estimator_interval_s}"
             )
         pairs = (
             ("min_bps", self.min_bps, "max_bps", self.max_bps),
@@ -93,8 +121,18 @@ class CongestionControl:
 
     @property
     def uses_twcc(self) -> bool:
-        """Whether the lab's sender path (pacer, feedback, bounded recovery) is in use."""
+        """Whether transport-wide feedback is offered (and generated and consumed)."""
         return self.mode in ("gcc", "fixed")
+
+    @property
+    def paced(self) -> bool:
+        """Whether the lab's pacer and bounded recovery (NACKs, RTX, keyframes) are in use."""
+        return self.mode in ("gcc", "fixed", "estimator")
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the target follows the network (the encoders adapt to their picture)."""
+        return self.mode in ("gcc", "estimator")
 
     @property
     def lab_sender(self) -> bool:
@@ -102,21 +140,37 @@ class CongestionControl:
         return self.mode != "remb"
 
     def __str__(self) -> str:
-        return f"fixed:{self.fixed_bps}" if self.mode == "fixed" else self.mode
+        if self.mode == "fixed":
+            return f"fixed:{self.fixed_bps}"
+        if self.mode == "estimator":
+            from ..bwe.loader import describe
+
+            return f"estimator:{describe(self.estimator)}"
+        return self.mode
 
 
 _FIXED = re.compile(r"fixed:(\d+)(k?)")
+ESTIMATOR_PREFIX = "estimator:"
 
 
-def parse_congestion_control(spec: str | CongestionControl | None) -> CongestionControl:
-    """``"gcc"``, ``"remb"``, ``"none"``, ``"fixed:800000"`` (or ``"fixed:800k"``)."""
+def parse_congestion_control(spec: str | CongestionControl | Any | None) -> CongestionControl:
+    """``"gcc"``, ``"remb"``, ``"none"``, ``"fixed:800000"`` (or ``"fixed:800k"``),
+    ``"estimator:package.module:Class"`` (or ``"estimator:fixed:800000"``), or an
+    estimator object (``report_states`` and ``get_estimated_bandwidth``)."""
     if spec is None:
         return CongestionControl()
     if isinstance(spec, CongestionControl):
         return spec
     if not isinstance(spec, str):
+        if callable(getattr(spec, "report_states", None)) or isinstance(spec, type):
+            return CongestionControl(mode="estimator", estimator=spec)
         raise ConfigurationError(
-            f"congestion_control must be a string or CongestionControl, got {spec!r}"
+            f"congestion_control must be a string, a CongestionControl or an estimator "
+            f"(report_states and get_estimated_bandwidth), got {spec!r}"
+        )
+    if spec.strip().lower().startswith(ESTIMATOR_PREFIX):
+        return CongestionControl(
+            mode="estimator", estimator=spec.strip()[len(ESTIMATOR_PREFIX) :].strip()
         )
     text = spec.strip().lower()
     match = _FIXED.fullmatch(text)
@@ -128,7 +182,8 @@ def parse_congestion_control(spec: str | CongestionControl | None) -> Congestion
     if text in ("gcc", "remb", "none"):
         return CongestionControl(mode=text)  # type: ignore[arg-type]
     raise ConfigurationError(
-        f"unknown congestion control {spec!r}: use gcc, remb, none or fixed:<bps>"
+        f"unknown congestion control {spec!r}: use gcc, remb, none, fixed:<bps> or "
+        f"estimator:<package.module:Class>"
     )
 
 
@@ -188,6 +243,10 @@ class RateControl:
         s = self.settings
         if s.mode in ("none", "fixed"):
             return s.fixed_bps + s.audio_max_bps
+        if s.mode == "estimator":
+            # The remote receiver's estimate, as REMB (start_bps until the first one).
+            remb = s.start_bps if self.remb_bps is None else self.remb_bps
+            return max(s.min_bps, min(remb, s.max_bps))
         if s.mode == "gcc" and not self.twcc_negotiated and self.remb_bps is not None:
             # A remote without transport-wide feedback: follow its REMB.
             return max(s.min_bps, min(self.remb_bps, s.max_bps))
@@ -288,5 +347,6 @@ class RateControl:
     def on_remb(self, bps: int) -> None:
         """A REMB from the remote (used when it sends no transport-wide feedback)."""
         self.remb_bps = bps
-        if self.settings.mode == "gcc" and not self.twcc_negotiated:
+        mode = self.settings.mode
+        if mode == "estimator" or (mode == "gcc" and not self.twcc_negotiated):
             self._apply()

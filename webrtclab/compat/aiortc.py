@@ -16,6 +16,10 @@ same process keeps aiortc's behaviour), and why:
   ``_send_rtcp_pli``): arrivals are recorded for transport-wide feedback, NACKs are
   sent at most once per RTT per packet with a retry limit, PLIs are throttled, and
   aiortc's REMB estimator is switched off where transport-wide feedback replaces it.
+- **Receiver-side estimators** (``"estimator"`` mode, :mod:`webrtclab.bwe`): every
+  received RTP packet is reported to the connection's estimator in OpenNetLab's
+  ``report_states`` shape (send time from the abs-send-time extension), aiortc's own
+  REMB estimator is switched off, and the estimate is polled and sent as REMB.
 - **Counting**: RTP payload received, RTT of every RTCP report, and what each stream
   puts on the wire (``RTCDtlsTransport._send_rtp``, the ICE transport's ``_send``).
 - **Negotiation**: the transport-wide sequence number header extension and the
@@ -53,12 +57,14 @@ from aiortc.rtp import (
     RtcpSrPacket,
     RtpPacket,
     is_rtcp,
+    pack_remb_fci,
     unpack_remb_fci,
     wrap_rtx,
 )
 from aiortc.utils import random16, random32, uint16_add, uint32_add
 
 from .._tasks import cancel_and_wait
+from ..bwe.interface import Estimator
 from ..cc.control import CongestionControl, RateControl
 from ..cc.gcc import ProbeCluster
 from ..cc.pacer import PRIORITY_AUDIO, PRIORITY_RTX, PRIORITY_VIDEO, PacedPacket
@@ -85,6 +91,8 @@ check_version("aiortc", aiortc.__version__, CHECKED_VERSIONS)
 # aiortc uses 1 (mid), 2 (audio level) and 3 (abs-send-time); the id space is shared
 # across media under BUNDLE.
 TWCC_EXTENSION_ID = 5
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+ABS_SEND_TIME_ID = 3  # aiortc's id for it on video
 # Video packets kept as the payload of probe packets: the latest ones, so a receiver's
 # jitter buffer (aiortc drops packets up to 100 behind, libwebrtc keeps a history)
 # takes the copies as duplicates.
@@ -94,7 +102,8 @@ _RECEIVER = "_RTCRtpReceiver__"
 
 
 def enable_transport_cc() -> None:
-    """Offer and accept transport-wide-cc in every connection of this process (idempotent).
+    """Offer and accept transport-wide-cc (and abs-send-time on audio) in every connection
+    of this process (idempotent).
 
     aiortc parses the header extension but never negotiates it; its capability lists
     are module-level, so this is process-wide.  Peers that must not use it strip it
@@ -104,6 +113,12 @@ def enable_transport_cc() -> None:
         extensions = HEADER_EXTENSIONS[kind]
         if not any(e.uri == TWCC_URI for e in extensions):
             extensions.append(RTCRtpHeaderExtensionParameters(id=TWCC_EXTENSION_ID, uri=TWCC_URI))
+        # abs-send-time on audio too (aiortc offers it on video only, Chrome on both):
+        # receiver-side estimators (webrtclab.bwe) get a send time for every packet.
+        if not any(e.uri == ABS_SEND_TIME_URI for e in extensions):
+            extensions.append(
+                RTCRtpHeaderExtensionParameters(id=ABS_SEND_TIME_ID, uri=ABS_SEND_TIME_URI)
+            )
         for codec in CODECS[kind]:
             feedback = RTCRtcpFeedback(type="transport-cc")
             if codec.mimeType.lower() != f"{kind}/rtx" and feedback not in codec.rtcpFeedback:
@@ -177,6 +192,87 @@ class ReceiveCounter(Protocol):
 
 RttCallback = Callable[[str, float], None]
 
+# abs-send-time: 24 bits of 6.18 fixed-point seconds (wraps every 64 s).
+_ABS_SEND_UNITS_PER_MS = (1 << 18) / 1000
+_ABS_SEND_PERIOD = 1 << 24
+_ABS_SEND_PERIOD_MS = _ABS_SEND_PERIOD / _ABS_SEND_UNITS_PER_MS
+# One-byte header-extension element sizes (RFC 8285 section 4.2) by HeaderExtensions field.
+_EXTENSION_SIZES = {
+    "abs_send_time": 4,
+    "audio_level": 2,
+    "transmission_offset": 4,
+    "transport_sequence_number": 3,
+}
+
+
+class PacketReporter:
+    """Turns each received ``RtpPacket`` into ``report_states``' dict, cheaply.
+
+    ``send_time_ms`` is the abs-send-time extension (RFC 5450-style 6.18 seconds,
+    http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time) unwrapped; its first
+    value is put on the 64 s period nearest the arrival time, so with one clock (a lab
+    on one host) ``arrival_time_ms - send_time_ms`` is the one-way delay.
+    ``header_length`` is the RTP header with CSRCs and one-byte header extensions, as
+    the sender serialized it.
+    """
+
+    __slots__ = ("estimator", "packets", "ssrcs", "_last", "_offset")
+
+    def __init__(self, estimator: Estimator) -> None:
+        self.estimator = estimator
+        self.packets = 0
+        #: the SSRCs reported (the REMB names them)
+        self.ssrcs: set[int] = set()
+        self._last: int | None = None
+        self._offset = 0.0
+
+    def report(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        extensions = packet.extensions
+        raw = extensions.abs_send_time
+        if raw is None:
+            return  # not from a sender that stamps it (the lab's and aiortc's do)
+        last = self._last
+        if last is None:
+            raw_ms = raw / _ABS_SEND_UNITS_PER_MS
+            periods = round((arrival_time_ms - raw_ms) / _ABS_SEND_PERIOD_MS)
+            self._offset = periods * _ABS_SEND_PERIOD_MS
+            self._last = raw
+            offset = self._offset
+        elif raw < last - (_ABS_SEND_PERIOD >> 1):  # wrapped forward
+            self._offset += _ABS_SEND_PERIOD_MS
+            self._last = raw
+            offset = self._offset
+        elif raw > last + (_ABS_SEND_PERIOD >> 1):  # reordered from before a wrap
+            offset = self._offset - _ABS_SEND_PERIOD_MS
+        else:
+            if raw > last:
+                self._last = raw
+            offset = self._offset
+        header = 12 + 4 * len(packet.csrc)
+        elements = 0
+        if extensions.mid is not None:
+            elements += 1 + len(extensions.mid)
+        for name, size in _EXTENSION_SIZES.items():
+            if getattr(extensions, name) is not None:
+                elements += size
+        if elements:
+            header += 4 + (elements + 3) // 4 * 4
+        ssrc = packet.ssrc
+        self.ssrcs.add(ssrc)
+        self.packets += 1
+        self.estimator.report_states(
+            {
+                "send_time_ms": raw / _ABS_SEND_UNITS_PER_MS + offset,
+                "arrival_time_ms": arrival_time_ms,
+                "payload_type": packet.payload_type,
+                "sequence_number": packet.sequence_number,
+                "ssrc": ssrc,
+                "padding_length": packet.padding_size,
+                "header_length": header,
+                "payload_size": len(packet.payload),
+            }
+        )
+
 
 def _skip_past(receiver: RTCRtpReceiver, given_up: list[int]) -> None:
     """Let aiortc's jitter buffer go on past packets that will not come.
@@ -221,6 +317,7 @@ class ConnectionHooks:
         *,
         received: Mapping[str, ReceiveCounter],
         on_rtt: RttCallback | None = None,
+        estimator: Estimator | None = None,
     ) -> None:
         self.pc = pc
         self.control = control
@@ -240,6 +337,12 @@ class ConnectionHooks:
         self._raw_send_rtp: dict[int, Callable[[bytes], Awaitable[None]]] = {}  # id(dtls)
         self._probe_queue: collections.deque[ProbeCluster] = collections.deque()
         self._probe_task: asyncio.Task[None] | None = None
+        #: ``"estimator"`` mode: the receiver-side estimator's reporter, and every
+        #: estimate sent as REMB: (time.monotonic() s, bit/s)
+        self.reporter = PacketReporter(estimator) if estimator is not None else None
+        self.estimates: list[tuple[float, int]] = []
+        self._estimator_task: asyncio.Task[None] | None = None
+        self._estimator_failed: set[str] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -271,7 +374,9 @@ class ConnectionHooks:
                 self._patch_transport(dtls)
         if self._twcc is None and self.pc.localDescription and self.pc.remoteDescription:
             self._negotiated()
-        if self._tick is None and self.settings.uses_twcc and self._receivers:
+        if self._estimator_task is None and self.reporter is not None and self._receivers:
+            self._estimator_task = asyncio.ensure_future(self._run_estimator())
+        if self._tick is None and self.settings.paced and self._receivers:
             # Pacing, feedback and NACK timing are the lab's; "remb" and "none" leave
             # all three to aiortc and need no timer.
             self.control.pacer.start()
@@ -298,6 +403,8 @@ class ConnectionHooks:
         """Stop the pacer and the periodic work; safe to call twice."""
         self._closed = True
         task, self._tick = self._tick, None
+        await cancel_and_wait(task)
+        task, self._estimator_task = self._estimator_task, None
         await cancel_and_wait(task)
         self._probe_queue.clear()
         await cancel_and_wait(self._probe_task)
@@ -346,7 +453,7 @@ class ConnectionHooks:
                     self.on_rtt(kind, rtt)
 
     def _send_keyframe(self, sender: RTCRtpSender) -> None:
-        bounded = self.settings.uses_twcc
+        bounded = self.settings.paced
         if not bounded or self.control.keyframes.allow(time.monotonic(), self.control.rtt_s):
             setattr(sender, _SENDER + "force_keyframe", True)
 
@@ -359,7 +466,7 @@ class ConnectionHooks:
             video_range=(s.video_min_bps, s.video_max_bps),
             audio_range=(s.audio_min_bps, s.audio_max_bps),
             start_bps=self.control.target_of(kind),
-            adaptive=s.mode == "gcc",  # "fixed" and "none" send at their set rate
+            adaptive=s.adaptive,  # "fixed" and "none" send at their set rate
         )
         setattr(sender, _SENDER + "encoder", encoder)
         if hasattr(encoder, "target_bitrate"):
@@ -432,7 +539,7 @@ class ConnectionHooks:
         if packet is None or packet.sequence_number != sequence_number:
             return
         control = self.control
-        if self.settings.uses_twcc and not control.rtx[kind].allow(
+        if self.settings.paced and not control.rtx[kind].allow(
             sequence_number,
             len(packet.payload),
             time.monotonic(),
@@ -481,7 +588,7 @@ class ConnectionHooks:
                 count = getattr(sender, _SENDER + "packet_count")
                 setattr(sender, _SENDER + "packet_count", count + 1)
 
-        if self.settings.uses_twcc:
+        if self.settings.paced:
             size = len(packet.payload) + 40  # RTP header, extensions and SRTP tag, roughly
             control.pacer.enqueue(PacedPacket(size=size, priority=priority, send=send_now))
         else:
@@ -539,9 +646,13 @@ class ConnectionHooks:
     def _patch_receiver(self, kind: str, receiver: RTCRtpReceiver) -> None:
         counter = self.received[kind]
         original_rtp = receiver._handle_rtp_packet
-        bounded = self.settings.uses_twcc
+        bounded = self.settings.paced
+        reporter = self.reporter
         estimator = getattr(receiver, _RECEIVER + "remote_bitrate_estimator", None)
-        if estimator is not None:
+        if reporter is not None:
+            # The estimator's REMB replaces aiortc's (two would fight over the sender).
+            setattr(receiver, _RECEIVER + "remote_bitrate_estimator", None)
+        elif estimator is not None:
             original_add = estimator.add
 
             def add(*args: Any, **kwargs: Any) -> Any:
@@ -559,6 +670,11 @@ class ConnectionHooks:
             sequence = packet.extensions.transport_sequence_number
             if recorder is not None and sequence is not None:
                 recorder.record(sequence, time.monotonic(), packet.ssrc)
+            if reporter is not None:
+                try:
+                    reporter.report(packet, arrival_time_ms)
+                except Exception:
+                    self._estimator_error("report_states")
             await original_rtp(packet, arrival_time_ms=arrival_time_ms)
 
         setattr(receiver, "_handle_rtp_packet", handle_rtp)
@@ -623,6 +739,56 @@ class ConnectionHooks:
                 pass
             except Exception:
                 logger.exception("%r: periodic feedback failed", self)
+
+    # --- receiver-side estimator --------------------------------------------------------
+
+    def _estimator_error(self, method: str) -> None:
+        # Logged once per connection: a broken estimator must not flood the log or
+        # stop the receiver (media keeps flowing; the sender keeps its last target).
+        if method not in self._estimator_failed:
+            self._estimator_failed.add(method)
+            logger.warning(
+                "%r: the estimator's %s failed (logged once):\n%s",
+                self,
+                method,
+                traceback.format_exc(),
+            )
+
+    async def _run_estimator(self) -> None:
+        """Poll the estimator and send its estimate as REMB (draft-alvestrand-rmcat-remb)."""
+        reporter = self.reporter
+        assert reporter is not None
+        interval = self.settings.estimator_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            if not reporter.packets or not self._receivers:
+                continue  # nothing received yet: no estimate to give
+            try:
+                value = reporter.estimator.get_estimated_bandwidth()
+                bps = int(value)
+                if bps <= 0:
+                    raise ValueError(f"get_estimated_bandwidth() returned {value!r}")
+            except Exception:
+                self._estimator_error("get_estimated_bandwidth")
+                continue
+            self.estimates.append((time.monotonic(), bps))
+            video = self.received.get("video")
+            if video is not None:
+                video.estimate_bps = bps
+            receiver = self._receivers[0][1]
+            rtcp_ssrc = getattr(receiver, _RECEIVER + "rtcp_ssrc", None)
+            if rtcp_ssrc is None:
+                continue
+            packet = RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP,
+                ssrc=rtcp_ssrc,
+                media_ssrc=0,
+                fci=pack_remb_fci(bps, sorted(reporter.ssrcs)),
+            )
+            try:
+                await receiver._send_rtcp(packet)
+            except ConnectionError:
+                pass
 
     # --- probing -----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ Example ``call.toml``::
     name = "3g-call"
     duration_s = 30
     seed = 1
+    congestion_control = "gcc"  # every peer's, unless its [[peers]] entry sets one
 
     [[peers]]
     name = "alice"
@@ -78,6 +79,7 @@ _TOP_KEYS = {
     "traffic",
     "quality",
     "turn",
+    "congestion_control",
 }
 _PEER_KEYS = {"name", "video", "audio", "width", "height", "fps", "congestion_control"}
 _SWITCH_KEYS = {"at_s", "peer", "source"}
@@ -163,7 +165,8 @@ class Scenario:
         raw_peers = data.get("peers", list(DEFAULT_PEERS))
         if not isinstance(raw_peers, list) or len(raw_peers) < 2:
             raise ConfigurationError(f"peers must list at least two peers, got {raw_peers!r}")
-        peers = tuple(_peer(p, i, seed) for i, p in enumerate(raw_peers))
+        control = data.get("congestion_control", "gcc")
+        peers = tuple(_peer(p, i, seed, control) for i, p in enumerate(raw_peers))
         names = [p.name for p in peers]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"peer names must be unique, got {names}")
@@ -317,7 +320,7 @@ def _list(value: Any, where: str) -> list[Mapping[str, Any]]:
     return value
 
 
-def _peer(raw: Any, index: int, seed: int) -> PeerSpec:
+def _peer(raw: Any, index: int, seed: int, default_control: Any = "gcc") -> PeerSpec:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"peers[{index}] must be a table, got {raw!r}")
     _check_keys(raw, _PEER_KEYS, f"peers[{index}]")
@@ -335,11 +338,16 @@ def _peer(raw: Any, index: int, seed: int) -> PeerSpec:
     media = MediaSpec(
         video=video, audio=audio, width=width, height=height, fps=fps, seed=seed * 1000 + index
     )
-    control = raw.get("congestion_control", "gcc")
+    where = f"peers[{index}].congestion_control"
+    if "congestion_control" not in raw:
+        where = "congestion_control"
+    control = raw.get("congestion_control", default_control)
+    if not isinstance(control, str):
+        raise ConfigurationError(f"{where} must be a string, got {control!r}")
     try:
         congestion_control = parse_congestion_control(control)
     except ConfigurationError as exc:
-        raise ConfigurationError(f"peers[{index}].congestion_control: {exc}") from None
+        raise ConfigurationError(f"{where}: {exc}") from None
     return PeerSpec(name, media, congestion_control)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "generate_3g_like",
     "generate_lte_like",
     "generate_step_down",
+    "load_opennetlab_trace",
     "load_trace",
     "main",
     "trace_from_rates",
@@ -145,8 +146,11 @@ def _resolve(path: str | os.PathLike[str]) -> Path:
 
 
 def load_trace(path: str | os.PathLike[str]) -> Trace:
-    """Parse a Mahimahi trace file, or a shipped trace by name (``"lte-like"``)."""
+    """Parse a Mahimahi trace file, an OpenNetLab JSON trace (``.json``, see
+    :func:`load_opennetlab_trace`), or a shipped trace by name (``"lte-like"``)."""
     resolved = _resolve(path)
+    if resolved.suffix.lower() == ".json":
+        return load_opennetlab_trace(resolved)
     try:
         text = resolved.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
@@ -174,6 +178,44 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
             f"trace file {str(resolved)!r}: the last timestamp is 0, so the period is empty"
         )
     return Trace(tuple(stamps), name=resolved.stem)
+
+
+def load_opennetlab_trace(path: str | os.PathLike[str]) -> Trace:
+    """The capacity of an OpenNetLab (AlphaRTC gym) JSON trace as a Mahimahi trace.
+
+    The format: ``{"uplink": {"trace_pattern": [{"duration": ms, "capacity": kbit/s,
+    "loss": ..., "rtt": ..., "jitter": ...}, ...]}}``.  Only ``duration`` and
+    ``capacity`` are read (set delay and loss with the link's other conditions); the
+    ``uplink`` pattern is used, or ``downlink`` when it is the only one.
+    """
+    import json
+
+    where = f"OpenNetLab trace {str(path)!r}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read {where}: {exc}") from exc
+    pattern = None
+    if isinstance(data, dict):
+        for direction in ("uplink", "downlink"):
+            table = data.get(direction)
+            if isinstance(table, dict) and table.get("trace_pattern"):
+                pattern = table["trace_pattern"]
+                break
+    if not isinstance(pattern, list):
+        raise ConfigurationError(f"{where} has no uplink or downlink trace_pattern list")
+    segments: list[tuple[int, float]] = []
+    for index, segment in enumerate(pattern):
+        duration = segment.get("duration") if isinstance(segment, dict) else None
+        capacity = segment.get("capacity") if isinstance(segment, dict) else None
+        if not isinstance(duration, int | float) or duration < 1:
+            raise ConfigurationError(f"{where}: segment {index} needs a duration >= 1 ms")
+        if not isinstance(capacity, int | float) or capacity < 0:
+            raise ConfigurationError(f"{where}: segment {index} needs a capacity >= 0 kbit/s")
+        segments.append((round(duration), float(capacity)))
+    step = math.gcd(*(d for d, _ in segments))
+    rates = [capacity for duration, capacity in segments for _ in range(duration // step)]
+    return trace_from_rates(rates, step_ms=step, name=Path(path).stem)
 
 
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
