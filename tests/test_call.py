@@ -218,3 +218,17 @@ async def test_second_join_on_a_peer_is_refused() -> None:
         with pytest.raises(InvalidStateError, match="already joined"):
             await alice.join(lab.url, "other")
         assert lab.server.dispatcher.rooms() == {"lab": ["alice"]}
+
+
+async def test_a_newcomer_without_camera_or_microphone_still_receives_both() -> None:
+    # The newcomer offers; with nothing to send it offers to receive audio and video
+    # (recvonly), as a browser's offerToReceive, so the others' media reaches it.
+    async with Lab() as lab:
+        await lab.add_peer("camera", media=SMALL)
+        viewer = await lab.add_peer("viewer", media=MediaSpec(video="none", audio="none"))
+        await lab.wait_connected()
+        session = viewer.sessions["camera"]
+        await wait_for(lambda: session.counters[("recv", "video")].frames >= 5)
+        await wait_for(lambda: session.counters[("recv", "audio")].packets >= 5)
+        directions = {t.kind: t.direction for t in session.pc.getTransceivers()}
+        assert directions == {"audio": "recvonly", "video": "recvonly"}

@@ -183,6 +183,13 @@ class PeerSession:
 
     async def create_offer(self) -> RTCSessionDescription:
         self._add_tracks()
+        offered = {t.kind for t in self.pc.getTransceivers()}
+        for kind in ("audio", "video"):
+            if kind not in offered:
+                # Nothing of this kind to send, but the remote may have some: offer to
+                # receive it (a browser's offerToReceive), or a newcomer without a camera
+                # would never get the others' video.
+                self.pc.addTransceiver(kind, direction="recvonly")
         self._adopt_channel(self.pc.createDataChannel("chat", ordered=True))
         self._adopt_channel(self.pc.createDataChannel("cursors", ordered=False, maxRetransmits=0))
         await self._set_local(await self.pc.createOffer())
