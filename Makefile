@@ -12,7 +12,7 @@ DURATION ?= 10
 # and coturn for the TURN tests.
 APT_PACKAGES ?= chromium coturn
 
-.PHONY: demo test check lint typecheck pytest bench apt-deps clean
+.PHONY: demo test check lint typecheck pytest bench lab apt-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+## The lessons in JupyterLab (Chromium and coturn are needed by some of them).
+lab: $(STAMP) apt-deps
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
