@@ -155,7 +155,7 @@ def main() -> int:
         failed = True
 
     if not args.skip_evaluation:
-        from webrtclab.bwe import evaluate
+        from webrtclab.bwe import EVALUATION_METRICS, evaluate
 
         estimators = [
             "gcc",
@@ -172,16 +172,7 @@ def main() -> int:
                 workers=2,
                 progress=False,
             )
-        columns = [
-            "goodput_kbps",
-            "capacity_kbps",
-            "goodput_over_capacity",
-            "queue_delay_ms_p95",
-            "loss_fraction",
-            "frame_latency_ms_p95",
-            "freezes",
-            "psnr_db_mean",
-        ]
+        columns = EVALUATION_METRICS  # the table evaluate() writes, in its order
         print("\nEvaluation (alice -> bob, 320x240 at 15 fps, 25 ms, 300 ms queue)")
         print("| estimator | trace | " + " | ".join(columns) + " |")
         print("|---|---|" + "---|" * len(columns))

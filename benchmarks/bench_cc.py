@@ -134,6 +134,21 @@ def _rate_between(lab: Lab, since: float, until: float) -> float:
     return float(rows["bytes_in"].iloc[-1] - rows["bytes_in"].iloc[0]) * 8 / span / 1000
 
 
+async def _lab_and_chrome(lab: Lab) -> float:
+    """A lab peer and Chrome, both with the synthetic 640x480@30, connected; the lab time."""
+    await lab.add_peer("lab", media=LARGE)
+    await lab.add_browser_peer(
+        "chrome",
+        width=LARGE.width,
+        height=LARGE.height,
+        fps=LARGE.fps,
+        video="synthetic",
+        seed=LARGE.seed,
+    )
+    await lab.wait_connected(timeout=30)
+    return lab.clock.now()
+
+
 async def chrome_call(cap: float | None, seconds: float) -> dict[str, dict[str, float]]:
     """Chrome and a lab peer, both sending the lab's synthetic 640x480@30 video.
 
@@ -145,17 +160,7 @@ async def chrome_call(cap: float | None, seconds: float) -> dict[str, dict[str, 
     link = LinkConditions(delay_ms=25, rate_kbps=cap, queue_ms=300 if cap else None)
     async with Lab(link=link, seed=1) as lab:
         monitor = QualityMonitor(lab, psnr_every=5)
-        await lab.add_peer("lab", media=LARGE)
-        await lab.add_browser_peer(
-            "chrome",
-            width=LARGE.width,
-            height=LARGE.height,
-            fps=LARGE.fps,
-            video="synthetic",
-            seed=LARGE.seed,
-        )
-        await lab.wait_connected(timeout=30)
-        start = lab.clock.now()
+        start = await _lab_and_chrome(lab)
         await asyncio.sleep(seconds)
         end = lab.clock.now()
         raw = lab.browser_stats()
@@ -225,17 +230,7 @@ async def chrome_step_call(
     link = LinkConditions(delay_ms=25, rate_kbps=before, queue_ms=300)
     async with Lab(link=link, seed=1) as lab:
         monitor = QualityMonitor(lab, psnr_every=0)
-        await lab.add_peer("lab", media=LARGE)
-        await lab.add_browser_peer(
-            "chrome",
-            width=LARGE.width,
-            height=LARGE.height,
-            fps=LARGE.fps,
-            video="synthetic",
-            seed=LARGE.seed,
-        )
-        await lab.wait_connected(timeout=30)
-        start = lab.clock.now()
+        start = await _lab_and_chrome(lab)
         await asyncio.sleep(step_at)
         lab.set_link(
             "chrome", "lab", LinkConditions(delay_ms=25, rate_kbps=after, queue_ms=300), both=True

@@ -252,6 +252,15 @@ def test_notebook_02_panel_in_jupyterlab(jupyterlab: Server) -> None:
             )
             run_cells(page, "notebook:run-all-above", 0, split)
 
+            # The plot cell (a bare Figure from webrtclab.plot, no pyplot) shows a picture
+            # that the browser decoded, not "<Figure size ...>" text.
+            plot = page.locator(".jp-OutputArea-output img[src^='data:image/png']").first
+            plot.scroll_into_view_if_needed()
+            plot.wait_for(state="visible", timeout=WAIT_MS)
+            size = plot.evaluate("(img) => [img.complete, img.naturalWidth, img.naturalHeight]")
+            assert size[0] and size[1] > 300 and size[2] > 150, size
+            assert page.get_by_text("<Figure size").count() == 0
+
             # The panel rendered as widgets, with the anywidget parts drawn.
             panel = page.locator(".webrtclab-panel")
             panel.wait_for(state="visible", timeout=WAIT_MS)
