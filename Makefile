@@ -49,7 +49,7 @@ bench: $(STAMP)
 
 ## The lessons in JupyterLab (Chromium and coturn are needed by some of them).
 lab: $(STAMP) apt-deps
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

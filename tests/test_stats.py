@@ -300,11 +300,11 @@ def test_frames_per_s_from_counter_deltas(direction: str) -> None:
     [
         (("host", "127.0.0.1:1", "host", "127.0.0.1:2"), "host"),
         (("relay", "203.0.113.1:3478", "srflx", "198.51.100.1:5"), "relay"),
-        (None, ""),
+        (None, None),  # no pair selected yet: missing (<NA> in the table), not ""
     ],
 )
 def test_candidate_type_from_selected_path(
-    path: tuple[str, str, str, str] | None, expected: str
+    path: tuple[str, str, str, str] | None, expected: str | None
 ) -> None:
     row = one_row(FakeSession(path=path), report(inbound("audio", 1)), 1.0)
     assert row["candidate_type"] == expected

@@ -632,8 +632,8 @@ def _total(stats: list[dict[str, Any]], name: str) -> int:
     return int(sum(_number(s.get(name)) or 0.0 for s in stats))
 
 
-def _selected_pair(report: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
-    """The selected candidate pair and its local candidate type."""
+def _selected_pair(report: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    """The selected candidate pair and its local candidate type (None before one is)."""
     by_id = {stat.get("id"): stat for stat in report}
     pair = None
     for stat in report:
@@ -652,9 +652,10 @@ def _selected_pair(report: list[dict[str, Any]]) -> tuple[dict[str, Any] | None,
             None,
         )
     if pair is None:
-        return None, ""
+        return None, None
     local = by_id.get(pair.get("localCandidateId"), {})
-    return pair, str(local.get("candidateType", ""))
+    kind = local.get("candidateType")
+    return pair, str(kind) if kind else None
 
 
 def browser_rows(

@@ -22,8 +22,8 @@ One row per (time, peer, remote, direction, kind).  Columns (units in names):
                     clock rate (90 kHz video, 48 kHz Opus).  send: as the remote reports it
 ``frames_per_s``    send: frames the source handed to the encoder; recv: frames decoded
                     and delivered to the application, counted at the receiver
-``candidate_type``  local candidate type of the selected pair (host/srflx/prflx/relay),
-                    ``""`` before one is selected
+``candidate_type``  local candidate type of the selected pair (host/srflx/prflx/relay;
+                    missing before one is selected)
 ``packets``         cumulative packets (sent, or received)
 ``packets_lost``    cumulative packets lost (send: as the remote reports; recv: inbound-rtp)
 ``bytes``           cumulative payload bytes (sent, or received)
@@ -185,7 +185,7 @@ def session_rows(
         elif stat.type == "remote-inbound-rtp":
             remote_in[kind] = stat
     path = session.selected_path()
-    candidate_type = path[0] if path is not None else ""
+    candidate_type = path[0] if path is not None else None  # <NA>: no pair selected yet
     rows: list[Row] = []
     for (direction, kind), acc in sorted(sums.items()):
         counter = session.counters[(direction, kind)]
