@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -310,3 +311,72 @@ async def test_demo_prints_strict_json(
 
     summary, _ = json.JSONDecoder(parse_constant=refuse).raw_decode(out.lstrip())
     assert set(summary) == SUMMARY_KEYS
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+
+def test_demo_shows_a_live_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    # On a terminal (a pseudo-terminal here): the bar with the call's live RTT, receive
+    # bitrate and frame rate.  Piped: nothing but the summary.
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, child = pty.openpty()
+    # A terminal 120 columns wide (a fresh pseudo-terminal has none: tqdm draws nothing).
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "webrtclab.cli", "demo", "--out", str(tmp_path / "tty")]
+            + ["--duration", "3"],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=child,
+            timeout=90,
+            check=False,
+        )
+        os.close(child)
+        child = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the pseudo-terminal's other side is closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if child >= 0:
+            os.close(child)
+        os.close(main)
+    assert proc.returncode == 0, shown.decode(errors="replace")
+    text = shown.decode(errors="replace")
+    assert re.search(r"RTT \d+ ms, in \d+ kbit/s, [\d.]+ fps", text), text
+    assert "3/3 s" in text, text
+
+    piped = run_cli("demo", "--out", str(tmp_path / "piped"), "--duration", "2", timeout=90)
+    assert piped.returncode == 0, piped.stderr
+    assert "kbit/s" not in piped.stderr and "RTT" not in piped.stderr, piped.stderr
+
+
+def test_live_summary_of_one_sample() -> None:
+    from webrtclab.experiment.runner import _live_summary
+
+    def row(direction: str, kind: str, rtt: float, kbps: float, fps: float) -> tuple[Any, ...]:
+        values = dict.fromkeys(STATS_COLUMNS, math.nan)
+        values.update(direction=direction, kind=kind, rtt_ms=rtt, bitrate_kbps=kbps)
+        values["frames_per_s"] = fps
+        return tuple(values[c] for c in STATS_COLUMNS)
+
+    rows = [
+        row("send", "video", 50.0, 500.0, 15.0),
+        row("send", "audio", 70.0, 30.0, math.nan),
+        row("recv", "video", math.nan, 480.0, 14.0),
+        row("recv", "audio", math.nan, 32.0, math.nan),
+    ]
+    assert _live_summary(rows) == "RTT 60 ms, in 512 kbit/s, 14.0 fps"
+    assert _live_summary([]) == "RTT nan ms, in 0 kbit/s, nan fps"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from ..lab import TURN_NODE, Lab
 from ..netem.conditions import LinkConditions
 from ..netem.relay import Network
 from ..quality import QualityMonitor
-from ..stats import RttJournal
+from ..stats import STATS_COLUMNS, RttJournal
 from .results import Result, ResultWriter, load
 from .scenario import Scenario, load_scenario
 from .summary import summarize
@@ -60,6 +61,24 @@ async def _every(interval: float, action: Callable[[int], Awaitable[None] | None
         await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
+_COLUMN = {name: i for i, name in enumerate(STATS_COLUMNS)}
+
+
+def _live_summary(rows: list[tuple[Any, ...]]) -> str:
+    """RTT, receive bitrate and video frame rate of one stats sample, for a progress bar."""
+    rtts = [r[_COLUMN["rtt_ms"]] for r in rows if r[_COLUMN["direction"]] == "send"]
+    recv = [r for r in rows if r[_COLUMN["direction"]] == "recv"]
+    rates = [r[_COLUMN["bitrate_kbps"]] for r in recv]
+    fps = [r[_COLUMN["frames_per_s"]] for r in recv if r[_COLUMN["kind"]] == "video"]
+
+    def mean(values: list[float]) -> float:
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        return sum(finite) / len(finite) if finite else math.nan
+
+    total = sum(v for v in rates if v is not None and math.isfinite(v))
+    return f"RTT {mean(rtts):.0f} ms, in {total:.0f} kbit/s, {mean(fps):.1f} fps"
+
+
 async def run_scenario(
     scenario: Scenario,
     out: str | Path,
@@ -92,8 +111,10 @@ async def run_scenario(
     )
 
     rtt = RttJournal()
+    latest: list[list[tuple[Any, ...]]] = [[]]  # the last sample's rows, for the progress bar
 
     def on_stats(rows: list[tuple[Any, ...]]) -> None:
+        latest[0] = rows
         writer.append("stats", rows)
         writer.append("rtt", rtt.take(lab.peers.values()))
         # Journal quality rows at every sample too, so a SIGKILL loses no more of them.
@@ -145,13 +166,16 @@ async def run_scenario(
             with tqdm(
                 total=scenario.duration_s,
                 unit="s",
-                disable=not progress,
+                # On a terminal only (None: tqdm's own isatty check): a log or a pipe
+                # gets nothing extra.
+                disable=None if progress else True,
                 desc=scenario.name,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s",
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}",
             ) as bar:
                 while (elapsed := lab.clock.now() - start) < scenario.duration_s:
                     await asyncio.sleep(min(0.5, scenario.duration_s - elapsed))
                     bar.n = min(scenario.duration_s, lab.clock.now() - start)
+                    bar.set_postfix_str(_live_summary(latest[0]), refresh=False)
                     bar.refresh()
                     for task in tasks:
                         if task.done() and task.exception() is not None:
