@@ -280,6 +280,7 @@ LAYERS: dict[str, int] = {
             "events",
             "_tasks",
             "_display",
+            "_lazy",
             "auth",
             "sdp",
             "media",

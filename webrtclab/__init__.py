@@ -9,11 +9,11 @@ The public names load on first use (PEP 562): ``import webrtclab`` stays cheap, 
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._display import register as _register_display
+from ._lazy import lazy_names
 from .exceptions import (
     ConfigurationError,
     InvalidStateError,
@@ -106,17 +106,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
 
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
