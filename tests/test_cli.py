@@ -175,6 +175,17 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "usage: webrtclab" in capsys.readouterr().err
 
 
+def test_run_refuses_an_unknown_scenario_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    assert main(["run", "no-such-scenario", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "webrtclab run: error: scenario file 'no-such-scenario' does not exist" in err
+    assert "usable by name: 3g-step, demo, turn-relay" in err
+    assert not out.exists()
+
+
 def test_peer_bad_size_value_exits_2_with_a_clear_message() -> None:
     # Parses as WxH but no video can have it: refused before any connection is tried.
     proc = run_cli(*PEER_ARGS, "--size", "15x15")

@@ -117,6 +117,17 @@ def test_missing_trace_lists_the_shipped_names(tmp_path: Path) -> None:
         load_trace("5g-like")
 
 
+def test_shipped_traces_load_by_name_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lte-like").mkdir()  # a folder of that name is not a trace file
+    assert load_trace("lte-like") == load_trace(TRACES_DIR / "lte-like.trace")
+    # A file wins over the shipped name.
+    (tmp_path / "step-down").write_text("5\n10\n", encoding="ascii")
+    assert load_trace("step-down").period_ms == 10
+
+
 def test_trace_objects_are_validated() -> None:
     with pytest.raises(ConfigurationError, match="no delivery opportunities"):
         Trace(())
@@ -130,7 +141,7 @@ def test_trace_objects_are_validated() -> None:
 
 # --- the shipped traces --------------------------------------------------------------------
 
-# Mean rates (kbit/s) stated in data/traces/README.md.
+# Mean rates (kbit/s) stated in the shipped traces' README.md.
 DOCUMENTED_MEAN_KBPS = {"step-down": 1250.4, "lte-like": 9235.8, "3g-like": 968.2}
 
 

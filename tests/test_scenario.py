@@ -9,9 +9,11 @@ import pytest
 
 from webrtclab import ConfigurationError
 from webrtclab.experiment import Scenario, load_scenario
+from webrtclab.experiment.scenario import SCENARIOS_DIR
 from webrtclab.netem import LinkConditions
+from webrtclab.netem.traces import TRACES_DIR
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "scenarios"
+DATA = SCENARIOS_DIR
 
 
 def test_defaults() -> None:
@@ -119,3 +121,48 @@ def test_load_scenario_errors(tmp_path: Path) -> None:
     named = tmp_path / "my-call.toml"
     named.write_text("duration_s = 2\n")
     assert load_scenario(named).name == "my-call"
+    with pytest.raises(ConfigurationError, match="cannot read scenario file"):
+        load_scenario(tmp_path)
+
+
+def test_shipped_scenarios_load_by_name_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. `webrtclab demo --out demo`: not a scenario file
+    for name in ("demo", "3g-step", "turn-relay"):
+        assert load_scenario(name) == load_scenario(SCENARIOS_DIR / f"{name}.toml")
+        assert load_scenario(name).name == name
+
+
+def test_a_scenario_file_wins_over_a_shipped_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").write_text('name = "mine"\nduration_s = 2\n')
+    assert load_scenario("demo").name == "mine"
+
+
+@pytest.mark.parametrize("given", ["no-such-scenario", "demo.toml", "sub/demo"])
+def test_unknown_scenarios_are_refused_with_the_shipped_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    # Only a bare name means a shipped scenario: not a file name, not a path.
+    monkeypatch.chdir(tmp_path)
+    message = (
+        f"scenario file '{given}' does not exist "
+        r"\(shipped scenarios, usable by name: 3g-step, demo, turn-relay\)"
+    )
+    with pytest.raises(ConfigurationError, match=message):
+        load_scenario(given)
+
+
+def test_relative_trace_paths_in_a_scenario_are_read_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.trace").write_text((TRACES_DIR / "step-down.trace").read_text())
+    (tmp_path / "call.toml").write_text('[link]\ntrace = "mine.trace"\n')
+    scenario = load_scenario("call.toml")
+    assert scenario.link is not None and scenario.link[0].capacity_trace is not None
+    assert scenario.link[0].capacity_trace.period_ms == 20_000

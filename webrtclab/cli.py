@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 # Subcommands import what they need when they run: ``serve`` and ``--help`` must not
 # load aiortc, pandas or matplotlib (see tests/test_architecture.py).
+from ._shipped import DATA_DIR, shipped_names
 from .exceptions import ConfigurationError, WebrtcLabError
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    scenario_help = "scenario file (TOML), or a shipped scenario's name: " + ", ".join(
+        shipped_names(DATA_DIR / "scenarios", ".toml")
+    )
     parser = argparse.ArgumentParser(prog="webrtclab", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,13 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     peer.add_argument("--duration", type=float, default=None, help="leave after S seconds")
 
     run = sub.add_parser("run", help="run a scenario TOML file into a result folder")
-    run.add_argument("scenario", help="scenario file (TOML)")
+    run.add_argument("scenario", help=scenario_help)
     run.add_argument("--out", required=True, help="result folder")
     run.add_argument("--overwrite", action="store_true", help="replace a result in --out")
     run.add_argument("--no-progress", action="store_true")
 
     sweep = sub.add_parser("sweep", help="run every combination of a grid of scenario values")
-    sweep.add_argument("scenario", help="scenario file (TOML)")
+    sweep.add_argument("scenario", help=scenario_help)
     sweep.add_argument(
         "--grid",
         action="append",

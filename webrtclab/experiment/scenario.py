@@ -1,5 +1,8 @@
 """Scenarios: a declarative experiment (peers, media, network, duration, seed), from TOML.
 
+:func:`load_scenario` takes a path or the name of a shipped scenario (``"demo"``,
+``"3g-step"``, ``"turn-relay"``: the files in :data:`SCENARIOS_DIR`).
+
 Example ``call.toml``::
 
     name = "3g-call"
@@ -59,13 +62,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._shipped import DATA_DIR, resolve_shipped
 from ..cc.control import CongestionControl, parse_congestion_control
 from ..exceptions import ConfigurationError
 from ..media import MediaSpec
 from ..netem.conditions import LinkConditions, Schedule, link_from_mapping, parse_schedule
 from ..signaling.messages import MAX_ID_LENGTH
 
-__all__ = ["PeerSpec", "Scenario", "TurnSpec", "load_scenario"]
+__all__ = ["SCENARIOS_DIR", "PeerSpec", "Scenario", "TurnSpec", "load_scenario"]
+
+SCENARIOS_DIR = DATA_DIR / "scenarios"
+"""The shipped example scenarios (package data): ``<name>.toml``, loadable by name."""
 
 _TOP_KEYS = {
     "name",
@@ -252,13 +259,17 @@ class Scenario:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario TOML file."""
-    path = Path(path)
+    """Read and validate a scenario TOML file, or a shipped scenario by name (``"demo"``).
+
+    An existing file wins over a shipped name.  Relative trace paths inside the file are
+    read from the working directory, as everywhere else.
+    """
+    path = resolve_shipped(path, SCENARIOS_DIR, ".toml", "scenario")
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigurationError(f"scenario file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read scenario file {str(path)!r}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"scenario file {str(path)!r} is not valid TOML: {exc}") from None
     data.setdefault("name", path.stem)

@@ -6,7 +6,8 @@ opportunities in that millisecond.  The trace repeats with a period equal to its
 timestamp, as Mahimahi's ``mm-link`` replays it.
 
 ``python -m webrtclab.netem.traces [OUT_DIR]`` regenerates the shipped traces in
-``data/traces/`` byte for byte (every generator is seeded).
+``webrtclab/data/traces/`` (the checkout's ``data/traces/``) byte for byte (every
+generator is seeded).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._shipped import DATA_DIR, resolve_shipped
 from ..exceptions import ConfigurationError
 
 __all__ = [
@@ -43,8 +45,8 @@ MTU_BYTES = 1500
 
 _BITS_PER_OPPORTUNITY = MTU_BYTES * 8
 
-TRACES_DIR = Path(__file__).resolve().parents[2] / "data" / "traces"
-"""Where the shipped traces live in a source checkout."""
+TRACES_DIR = DATA_DIR / "traces"
+"""Where the shipped traces live: package data, so installed wheels have them too."""
 
 
 @dataclass(frozen=True)
@@ -130,25 +132,10 @@ class Trace:
         return self.opportunities_between(t0_ms, t1_ms) * _BITS_PER_OPPORTUNITY / (t1_ms - t0_ms)
 
 
-def _resolve(path: str | os.PathLike[str]) -> Path:
-    candidate = Path(path)
-    if candidate.exists():
-        return candidate
-    # A bare name such as "lte-like" means a shipped trace.
-    if candidate.parent == Path(".") and not candidate.suffix:
-        shipped = TRACES_DIR / f"{candidate.name}.trace"
-        if shipped.exists():
-            return shipped
-    names = ", ".join(sorted(SHIPPED_TRACES))
-    raise ConfigurationError(
-        f"trace file {str(path)!r} does not exist (shipped traces, usable by name: {names})"
-    )
-
-
 def load_trace(path: str | os.PathLike[str]) -> Trace:
     """Parse a Mahimahi trace file, an OpenNetLab JSON trace (``.json``, see
     :func:`load_opennetlab_trace`), or a shipped trace by name (``"lte-like"``)."""
-    resolved = _resolve(path)
+    resolved = resolve_shipped(path, TRACES_DIR, ".trace", "trace")
     if resolved.suffix.lower() == ".json":
         return load_opennetlab_trace(resolved)
     try:
@@ -328,11 +315,11 @@ SHIPPED_TRACES: dict[str, Callable[[], Trace]] = {
     "lte-like": generate_lte_like,
     "step-down": generate_step_down,
 }
-"""Name -> generator of every trace in ``data/traces/``."""
+"""Name -> generator of every trace in :data:`TRACES_DIR`."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Regenerate the shipped traces (into ``data/traces/`` unless told otherwise)."""
+    """Regenerate the shipped traces (into :data:`TRACES_DIR` unless told otherwise)."""
     parser = argparse.ArgumentParser(
         prog="python -m webrtclab.netem.traces",
         description="Regenerate the shipped Mahimahi traces deterministically.",
