@@ -58,7 +58,9 @@ async def test_run_writes_a_complete_result(tmp_path: Path) -> None:
     assert {"call-start", "call-end", "connection-state"} <= set(result.events["event"])
     assert not result.links.empty and set(result.links["delay_ms"]) == {20}
     assert not result.frames.empty and not result.messages.empty
+    assert result.frames["displayed_frames"].sum() > 0
     summary = result.summary()
+    assert summary["displayed_psnr_db_mean"] > 25 and summary["displayed_ssim_mean"] > 0.8
     assert 35 <= summary["rtt_ms_median"] <= 80, summary
     assert meta["summary"]["rtt_ms_median"] == pytest.approx(summary["rtt_ms_median"])
     # Every RTCP report's own RTT: 2 x 20 ms plus processing, and no smoothing lag.

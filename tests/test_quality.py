@@ -100,6 +100,11 @@ async def test_frame_rows_latency_psnr_and_the_w3c_freeze_rule() -> None:
             290
         ]
         assert rows.index[rows["freeze"]].tolist() == [10]
+        # No source frame was skipped and each came on time: each row scores one time,
+        # the previous frame's, with the right picture.
+        assert rows["displayed_frames"].tolist() == [0] + [1] * (len(times) - 1)
+        assert rows["displayed_psnr_db"].iloc[1:].min() > 45
+        assert rows["displayed_ssim"].iloc[1:].min() > 0.99
         summary = rig.monitor.summary()
         assert summary["freezes"] == 1 and summary["freeze_total_s"] == pytest.approx(0.4)
         assert summary["frames"] == len(times)
@@ -320,6 +325,39 @@ async def test_packet_loss_shows_as_late_frames() -> None:
     # Cursors have no retransmissions: lost for good.
     assert clean.summary()["cursor_loss_fraction"] == 0
     assert lossy.summary()["cursor_loss_fraction"] > 0
+
+
+async def one_way_call(link: LinkConditions, seconds: float) -> dict[str, float]:
+    """alice sends 320x240 at 15 fps (seed 3) to bob for ``seconds``; bob's quality summary."""
+    async with Lab(link=link) as lab:
+        monitor = QualityMonitor(lab)
+        await lab.add_peer("alice", media=MediaSpec(width=320, height=240, fps=15, seed=3))
+        await lab.add_peer("bob", media=NO_MEDIA)
+        await lab.wait_connected()
+        await asyncio.sleep(seconds)
+        monitor.close()
+    return monitor.summary()
+
+
+async def test_displayed_psnr_shows_a_freeze_that_decoded_psnr_does_not() -> None:
+    """5 % loss and a 1 s outage: the viewer watches a frozen (or broken) picture.
+
+    Decoded-frame PSNR scores the frames that got through, repaired by NACK; it
+    moves only with the bitrate the congestion control leaves.  Displayed-frame
+    PSNR scores what was on screen at every source frame time, so the outage shows.
+    """
+    clean = await one_way_call(LinkConditions(delay_ms=25), seconds=8)
+    hurt = await one_way_call(
+        LinkConditions(delay_ms=25, loss=0.05, outages=[(4.0, 5.0)]), seconds=8
+    )
+    # On a clean link what is shown is what was decoded, on time.
+    assert clean["displayed_psnr_db_mean"] == pytest.approx(clean["psnr_db_mean"], abs=1.0)
+    assert clean["displayed_ssim_mean"] > 0.85
+    displayed_drop = clean["displayed_psnr_db_mean"] - hurt["displayed_psnr_db_mean"]
+    decoded_drop = clean["psnr_db_mean"] - hurt["psnr_db_mean"]
+    assert displayed_drop >= 3, (clean, hurt)
+    assert displayed_drop >= decoded_drop + 2, (clean, hurt)
+    assert hurt["displayed_ssim_mean"] < clean["displayed_ssim_mean"] - 0.1
 
 
 # --- source switching -----------------------------------------------------------------------

@@ -28,6 +28,14 @@ Frames table, one row per received video frame (:data:`FRAME_COLUMNS`):
                  its interval is at least max(3 x average, average + 150 ms), the
                  average over the previous 30 intervals (from the 5th frame on); the
                  freeze lasted ``interval_ms``.  ``freeze_ms=`` sets a fixed threshold
+``displayed_psnr_db``  what the viewer saw until this frame arrived
+                 (:mod:`webrtclab.viewer`): mean luma PSNR, capped at 100 dB, of the
+                 picture on screen at each source frame time against the frame that
+                 should have been shown then; a frozen picture scores against newer
+                 frames.  NaN where nothing was scored
+``displayed_ssim``  the same times' mean SSIM
+``displayed_frames``  how many source frame times those means cover (0: none; more
+                 than 1 after a freeze or a skipped frame)
 ===============  ==========================================================================
 
 Messages table, one row per received chat or cursor message (:data:`MESSAGE_COLUMNS`):
@@ -52,8 +60,9 @@ import pandas as pd
 from .browser import BrowserPeer
 from .events import LabClock
 from .exceptions import ConfigurationError
-from .media import Stamp, luma_plane, read_stamp, stamp_band
+from .media import Stamp, luma_plane, read_stamp
 from .peer import Peer, PeerSession
+from .viewer import Scores, Screen, displayed_means, psnr
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -77,6 +86,9 @@ FRAME_COLUMNS = [
     "psnr_db",
     "interval_ms",
     "freeze",
+    "displayed_psnr_db",
+    "displayed_ssim",
+    "displayed_frames",
 ]
 MESSAGE_COLUMNS = ["time_s", "peer", "remote", "channel", "seq", "latency_ms", "in_order"]
 _FRAME_DTYPES = {
@@ -88,6 +100,9 @@ _FRAME_DTYPES = {
     "psnr_db": "float64",
     "interval_ms": "float64",
     "freeze": "bool",
+    "displayed_psnr_db": "float64",
+    "displayed_ssim": "float64",
+    "displayed_frames": "Int64",
 }
 _MESSAGE_DTYPES = {
     "time_s": "float64",
@@ -108,7 +123,7 @@ FREEZE_MIN_INCREASE_MS = 150.0
 BATCH_ROWS = 50
 BATCH_S = 0.5
 
-FrameRow = tuple[float, str, str, int | None, float, float, float, bool]
+FrameRow = tuple[float, str, str, int | None, float, float, float, bool, float, float, int]
 MessageRow = tuple[float, str, str, str, int | None, float, bool | None]
 RowsCallback = Callable[[list[tuple[Any, ...]]], None]
 
@@ -129,6 +144,7 @@ class _VideoStream:
     last_s: float
     frames: int = 0
     intervals: deque[float] = field(default_factory=lambda: deque(maxlen=FREEZE_WINDOW))
+    screen: Screen | None = None
 
 
 @dataclass
@@ -290,18 +306,35 @@ class QualityMonitor:
         stamp = read_stamp(plane)
         psnr_db = math.nan
         index = self._index(session.remote, stamp)
-        if index is not None and self.psnr_every and (stream.frames - 1) % self.psnr_every == 0:
-            sender = self._senders(session.remote)
-            reference = sender.reference_frame(index, luma=True) if sender else None
+        sender = self._senders(session.remote)
+        if index is None and stream.screen is not None:
+            # A picture broken by loss (its stamp unreadable) is on screen all the same.
+            scores = stream.screen.arrive(None, now, now, _Picture(frame, plane))
+            self._add_frame(session.peer.user_id, session.remote, now, stamp, None, psnr_db, scores)
+            return
+        if index is None or sender is None or not self.psnr_every:
+            self._add_frame(session.peer.user_id, session.remote, now, stamp, index, psnr_db)
+            return
+        picture = _Picture(frame, plane)
+        reference = None
+        if (stream.frames - 1) % self.psnr_every == 0:
+            reference = sender.reference_frame(index, luma=True)
             if reference is not None:
-                if plane.shape != reference.shape:
-                    # Scaled down by the sender (libwebrtc adapts resolution):
-                    # compared as a viewer sees it, scaled back up.
-                    height, width = reference.shape
-                    scaled = frame.reformat(width, height, "yuv420p", interpolation="BILINEAR")
-                    plane = luma_plane(scaled)
-                psnr_db = _psnr(plane, reference)
-        self._add_frame(session.peer.user_id, session.remote, now, stamp, index, psnr_db)
+                psnr_db = psnr(picture(reference.shape), reference)
+        if stream.screen is None:
+            stream.screen = Screen(
+                lambda i: sender.reference_frame(i, luma=True), every=self.psnr_every
+            )
+        assert stamp is not None
+        scores = stream.screen.arrive(
+            index,
+            now - _latency_ms(now, stamp) / 1000,
+            now,
+            picture,
+            reference=reference,
+            psnr_db=psnr_db,
+        )
+        self._add_frame(session.peer.user_id, session.remote, now, stamp, index, psnr_db, scores)
 
     def _on_browser_frame(
         self, receiver: str, remote: str, time_s: float, stamp: Stamp | None
@@ -328,6 +361,7 @@ class QualityMonitor:
         stamp: Stamp | None,
         index: int | None,
         psnr_db: float,
+        scores: Scores = Scores(),
     ) -> None:
         stream = self._streams[(receiver, remote)]
         if math.isnan(stream.last_s):
@@ -341,11 +375,20 @@ class QualityMonitor:
         latency_ms = math.nan
         if stamp is not None:
             number = stamp.frame if index is None else index
-            # Both ends truncate to ms on one clock; the difference is exact mod 65536,
-            # read as signed: a page's clock a few ms off the lab's shows as a small
-            # negative latency, not as 65 s.
-            latency_ms = float(((int(now * 1000) - stamp.sent_ms + 0x8000) & 0xFFFF) - 0x8000)
-        row: FrameRow = (now, receiver, remote, number, latency_ms, psnr_db, interval_ms, freeze)
+            latency_ms = _latency_ms(now, stamp)
+        row: FrameRow = (
+            now,
+            receiver,
+            remote,
+            number,
+            latency_ms,
+            psnr_db,
+            interval_ms,
+            freeze,
+            scores.psnr_db,
+            scores.ssim,
+            scores.frames,
+        )
         self.frame_rows.append(row)
         self._frame_batch.add(row, now)
 
@@ -409,6 +452,7 @@ class QualityMonitor:
 
         ``frame_latency_ms_p50``/``_p95``, ``recv_fps`` (mean over streams),
         ``freezes``, ``freeze_total_s``, ``psnr_db_mean`` (over finite values),
+        ``displayed_psnr_db_mean`` and ``displayed_ssim_mean`` (over source frame times),
         ``cursor_latency_ms_p50``, ``cursor_loss_fraction`` (sequence numbers
         missing between each stream's first and last received), ``chat_delivered``,
         ``chat_in_order`` (1 or 0), and ``frames`` (rows).
@@ -438,6 +482,11 @@ class QualityMonitor:
             "freezes": float(len(freezes)),
             "freeze_total_s": float(sum(freezes)) / 1000,
             "psnr_db_mean": _mean(psnr[np.isfinite(psnr)]),
+            **displayed_means(
+                np.array([r[8] for r in rows], dtype=np.float64),
+                np.array([r[9] for r in rows], dtype=np.float64),
+                np.array([r[10] for r in rows], dtype=np.float64),
+            ),
             "cursor_latency_ms_p50": _percentile(
                 np.array([r[5] for r in cursors], dtype=np.float64), 50
             ),
@@ -459,14 +508,31 @@ def messages_to_dataframe(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
     return frame.astype(_MESSAGE_DTYPES)
 
 
-def _psnr(received: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR of a received luma plane against the sent one, above the stamp band."""
-    height, width = reference.shape
-    band = stamp_band(width, height)
-    rows = band[0] if band is not None else height
-    diff = np.subtract(received[:rows], reference[:rows], dtype=np.int32)
-    mse = float(np.einsum("ij,ij->", diff, diff)) / diff.size
-    return math.inf if mse == 0 else 10 * math.log10(255 * 255 / mse)
+def _latency_ms(now: float, stamp: Stamp) -> float:
+    """Receive time minus the stamped send time, in ms.
+
+    Both ends truncate to ms on one clock; the difference is exact mod 65536, read
+    as signed: a page's clock a few ms off the lab's shows as a small negative
+    latency, not as 65 s.
+    """
+    return float(((int(now * 1000) - stamp.sent_ms + 0x8000) & 0xFFFF) - 0x8000)
+
+
+class _Picture:
+    """A decoded frame's luma plane at the reference's size, scaled once when needed."""
+
+    def __init__(self, frame: av.VideoFrame, plane: np.ndarray) -> None:
+        self.frame = frame
+        self.plane = plane
+
+    def __call__(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self.plane.shape != shape:
+            # Scaled down by the sender (libwebrtc adapts resolution): compared as a
+            # viewer sees it, scaled back up.
+            height, width = shape
+            scaled = self.frame.reformat(width, height, "yuv420p", interpolation="BILINEAR")
+            self.plane = luma_plane(scaled)
+        return self.plane
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

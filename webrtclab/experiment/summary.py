@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+
+from ..viewer import displayed_means
 
 if TYPE_CHECKING:
     from .results import Result
@@ -22,6 +25,8 @@ SUMMARY_METRICS = [
     "frame_latency_ms_p95",
     "freezes",
     "psnr_db_mean",
+    "displayed_psnr_db_mean",
+    "displayed_ssim_mean",
     "cursor_latency_ms_p50",
     "cursor_loss_fraction",
     "send_target_kbps_mean",
@@ -51,7 +56,8 @@ def summarize(result: Result) -> dict[str, float]:
 
     ``rtt_ms_median``: send rows' RTT; ``recv_kbps_mean``: received video bitrate;
     ``loss_fraction``: mean receive-side loss; ``recv_fps``: received video frame rate;
-    frame latency percentiles, freeze count and mean PSNR from the frames table;
+    frame latency percentiles, freeze count, mean decoded and displayed PSNR and
+    displayed SSIM from the frames table;
     cursor latency and loss from the messages table; the video senders' target,
     wire and retransmission rates (``send_*_kbps_mean``, summed over senders).
     """
@@ -71,6 +77,8 @@ def summarize(result: Result) -> dict[str, float]:
         "frame_latency_ms_p95": math.nan,
         "freezes": math.nan,
         "psnr_db_mean": math.nan,
+        "displayed_psnr_db_mean": math.nan,
+        "displayed_ssim_mean": math.nan,
         "cursor_latency_ms_p50": math.nan,
         "cursor_loss_fraction": math.nan,
     }
@@ -93,6 +101,13 @@ def summarize(result: Result) -> dict[str, float]:
             out["frame_latency_ms_p95"] = _f(latency.quantile(0.95))
         out["freezes"] = _f(frames["freeze"].fillna(False).astype(bool).sum())
         out["psnr_db_mean"] = _f(frames["psnr_db"].replace(math.inf, math.nan).mean())
+        out.update(
+            displayed_means(
+                frames["displayed_psnr_db"].to_numpy(np.float64, na_value=np.nan),
+                frames["displayed_ssim"].to_numpy(np.float64, na_value=np.nan),
+                frames["displayed_frames"].to_numpy(np.float64, na_value=np.nan),
+            )
+        )
     if not cursors.empty:
         out["cursor_latency_ms_p50"] = _f(cursors["latency_ms"].median())
         # Sequence numbers are per (sender, receiver): missing ones were lost.
