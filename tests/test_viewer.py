@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from webrtclab.viewer import MAX_SCORED, PSNR_CAP_DB, RENDER_DELAY_S, Screen, Scores, psnr, ssim
+from webrtclab.viewer import MAX_SCORED, PSNR_CAP_DB, RENDER_DELAY_S, Scores, Screen, psnr, ssim
 
 SHAPE = (48, 64)
 PERIOD = 0.1  # 10 fps
