@@ -37,9 +37,22 @@ from .cc.control import CongestionControl, parse_congestion_control
 from .compat.aiortc import enable_transport_cc
 from .events import EventLog
 from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError, SignalingError
-from .loopback import LOOPBACK
+from .loopback import LOOPBACK, REAL_INTERFACES
 from .media import SYNTHETIC_SOURCES, FramePacer, MediaSpec, open_media, synthetic_video
 from .member import StatsRow
+from .negotiation import (
+    Action,
+    AddCandidate,
+    Answer,
+    ApplyAnswer,
+    CancelOffer,
+    Log,
+    Negotiator,
+    Offer,
+    Retire,
+    ScheduleOffer,
+    SettleLoss,
+)
 from .recording import Recorder
 from .sdp import is_loopback
 from .session import (
@@ -56,9 +69,7 @@ __all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession"]
 
 logger = logging.getLogger(__name__)
 
-# Candidates kept per remote that trickled before its offer (bounds a hostile flood).
-MAX_EARLY_CANDIDATES = 64
-# Wait after a session is lost before re-establishing it (see Peer._on_failed).
+# Wait after a session is lost before re-establishing it (see webrtclab.negotiation).
 LOST_SETTLE_S = 0.3
 
 
@@ -78,7 +89,10 @@ class Peer(AsyncIOEventEmitter):
     :param user_id: the id this peer joins with.
     :param media: what to send (synthetic video and a tone by default).
     :param host_addresses: addresses ICE gathers on; loopback by default, ``None``
-        for the real interfaces.
+        for the real interfaces; an entry
+        :data:`~webrtclab.loopback.REAL_INTERFACES` adds the real interfaces to the
+        others (:data:`~webrtclab.loopback.LOOPBACK_AND_REAL`).  A peer that gathers
+        on the real interfaces accepts remote candidates from any address.
     :param ice_servers: STUN/TURN servers; empty by default so nothing leaves the host.
     :param relay_only: gather relay (TURN) candidates only, so every path goes
         through the TURN server (``iceTransportPolicy: "relay"``).
@@ -141,7 +155,6 @@ class Peer(AsyncIOEventEmitter):
         self.room_id: str | None = None
         self.signaling: SignalingClient | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._early_candidates: dict[str, list[m.IceCandidateInit | None]] = {}
         self._changed = asyncio.Event()  # set when a session is added, changes state or goes
         self._switching = asyncio.Lock()
         self._retiring: set[PeerSession] = set()
@@ -150,32 +163,36 @@ class Peer(AsyncIOEventEmitter):
         # Reconnection and re-establishment.
         self.reconnect = reconnect
         self.reestablish = reestablish
-        self.roster: set[str] = set()  # the room's other members, as signaling last told
         self.reconnects = 0
         self._join_args: tuple[str, str | None, float] | None = None  # url, token, timeout
         self._refresh_token: Callable[[], str | None] | None = None
-        self._joined = False  # the signaling socket is open and in the room
-        # Remotes we had a session with that is gone (failed, closed by them, or
-        # retired on peer-left): a re-join of theirs or ours is not a first contact.
-        self._lost: set[str] = set()
-        self._attempts: dict[str, int] = {}  # re-offers since the last connected session
+        self._rng = random.Random()
+        #: who offers to whom: the pure state machine this peer carries out
+        self.negotiation = Negotiator(
+            user_id, reestablish=reestablish, retry_delay=self._retry_delay
+        )
         self._offer_timers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Serialises negotiation: the reader and scheduled re-offers both create sessions.
         self._negotiation = asyncio.Lock()
-        self._rng = random.Random()
         self._stats = SessionStats()
 
     def __repr__(self) -> str:
         return f"Peer({self.user_id!r})"
+
+    @property
+    def roster(self) -> set[str]:
+        """The room's other members, as signaling last told."""
+        return self.negotiation.roster
 
     def accepts_candidate(self, candidate: RTCIceCandidate) -> bool:
         """Remote candidates a loopback peer may use: loopback ones only."""
         return self.accepts_address(candidate.ip)
 
     def accepts_address(self, host: str) -> bool:
-        """Remote addresses a loopback peer may talk to: loopback ones only."""
-        if self.host_addresses is None:
+        """Remote addresses this peer may talk to: loopback ones and its own ones only,
+        unless it gathers on the real interfaces (then any)."""
+        if self.host_addresses is None or REAL_INTERFACES in self.host_addresses:
             return True
         return is_loopback(host) or host in self.host_addresses
 
@@ -204,25 +221,14 @@ class Peer(AsyncIOEventEmitter):
         self.room_id = room_id
         self._join_args = (url, token, timeout)
         self._refresh_token = refresh_token
-        self._joined = True
-        self.roster = set(existing)
         self.events.add(self.user_id, "", "joined", room_id)
         self._reader = asyncio.create_task(self._read_signaling(client))
         async with self._negotiation:
-            for remote in existing:
-                await self._offer_to(remote)
+            await self._apply(self.negotiation.join(existing))
         return existing
 
-    async def _offer_to(self, remote: str) -> None:
-        old = self.sessions.get(remote)
-        if old is not None:
-            await self._retire(old)
-        session = self._new_session(remote, initiator=True)
-        offer = await session.create_offer()
-        await self._send(m.Offer(to=remote, sdp=m.SessionDescription(type="offer", sdp=offer.sdp)))
-
-    def _new_session(self, remote: str, *, initiator: bool) -> PeerSession:
-        session = PeerSession(self, remote, initiator=initiator)
+    def _new_session(self, remote: str, generation: int, *, initiator: bool) -> PeerSession:
+        session = PeerSession(self, remote, initiator=initiator, generation=generation)
         self.sessions[remote] = session
         self._changed.set()
         return session
@@ -231,6 +237,53 @@ class Peer(AsyncIOEventEmitter):
         if self.signaling is not None:
             await self.signaling.send(message)
 
+    async def _apply(self, actions: list[Action]) -> None:
+        """Carry out what the negotiator decided (under ``self._negotiation``)."""
+        for action in actions:
+            remote = action.remote
+            if isinstance(action, Log):
+                self.events.add(self.user_id, remote, action.event, action.detail)
+            elif isinstance(action, Retire):
+                session = self.sessions.pop(remote, None)
+                if session is not None:
+                    self._changed.set()
+                    await self._retire(session)
+            elif isinstance(action, Offer):
+                session = self._new_session(remote, action.generation, initiator=True)
+                offer = await session.create_offer()
+                description = m.SessionDescription(type="offer", sdp=offer.sdp)
+                try:
+                    await self._send(m.Offer(to=remote, sdp=description))
+                except SignalingError as exc:
+                    # The socket went away meanwhile: the re-join offers.
+                    logger.info("%r: offer to %r failed: %s", self, remote, exc)
+                    await self._apply(self.negotiation.offer_failed(remote))
+            elif isinstance(action, Answer):
+                session = self._new_session(remote, action.generation, initiator=False)
+                for candidate in action.candidates:
+                    await session.add_remote_candidate(candidate)
+                answer = await session.accept_offer(action.sdp)
+                description = m.SessionDescription(type="answer", sdp=answer.sdp)
+                await self._send(m.Answer(to=remote, sdp=description))
+            elif isinstance(action, ApplyAnswer | AddCandidate):
+                session = self.sessions.get(remote)
+                if session is None:
+                    continue
+                if isinstance(action, ApplyAnswer):
+                    await session.accept_answer(action.sdp)
+                else:
+                    await session.add_remote_candidate(action.candidate)
+            elif isinstance(action, ScheduleOffer):
+                self._cancel_offer_timer(remote)
+                task = asyncio.ensure_future(self._offer_later(remote, action.delay_s))
+                self._offer_timers[remote] = task
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(action, CancelOffer):
+                self._cancel_offer_timer(remote)
+            elif isinstance(action, SettleLoss):
+                self._spawn(self._settle_loss(remote, action.generation))
+
     async def _read_signaling(self, client: SignalingClient) -> None:
         while True:
             try:
@@ -238,7 +291,7 @@ class Peer(AsyncIOEventEmitter):
             except SignalingError as exc:
                 if self._closed:
                     return
-                self._joined = False
+                self.negotiation.signaling_closed()
                 self.events.add(self.user_id, "", "signaling-closed", str(exc))
                 logger.info("%r: %s", self, exc)
                 await client.close()
@@ -255,69 +308,20 @@ class Peer(AsyncIOEventEmitter):
                 self.events.add(self.user_id, "", "signaling-error", str(exc))
 
     async def _handle(self, message: m.ServerMessage) -> None:
+        negotiation = self.negotiation
         if isinstance(message, m.RelayedOffer):
-            if message.sdp is None:
-                return
-            old = self.sessions.get(message.from_)
-            if old is not None and old.pc.signalingState == "have-local-offer":
-                # Both offered (re-establishment can cross a re-join): the lower user
-                # id keeps its offer, the other side answers it.
-                if self.user_id < message.from_:
-                    self.events.add(self.user_id, message.from_, "offer-collision", "kept ours")
-                    return
-                self.events.add(self.user_id, message.from_, "offer-collision", "took theirs")
-            if old is not None:
-                # A new offer from a known peer means it restarted: start over.
-                await self._retire(old)
-            self._lost.discard(message.from_)
-            self._cancel_offer_timer(message.from_)
-            session = self._new_session(message.from_, initiator=False)
-            for candidate in self._early_candidates.pop(message.from_, []):
-                await session.add_remote_candidate(candidate)
-            answer = await session.accept_offer(message.sdp.sdp)
-            await self._send(
-                m.Answer(to=message.from_, sdp=m.SessionDescription(type="answer", sdp=answer.sdp))
-            )
+            if message.sdp is not None:
+                await self._apply(negotiation.offer_received(message.from_, message.sdp.sdp))
         elif isinstance(message, m.RelayedAnswer):
-            known = self.sessions.get(message.from_)
-            if known is None or message.sdp is None:
-                return
-            if known.pc.signalingState != "have-local-offer":
-                # An answer to an offer we replaced (a collision, a re-offer): stale.
-                self.events.add(self.user_id, message.from_, "stale-answer")
-                return
-            await known.accept_answer(message.sdp.sdp)
+            if message.sdp is not None:
+                await self._apply(negotiation.answer_received(message.from_, message.sdp.sdp))
         elif isinstance(message, m.RelayedIceCandidate):
-            known = self.sessions.get(message.from_)
-            if known is not None:
-                await known.add_remote_candidate(message.candidate)
-            else:
-                # Trickled ahead of the offer it belongs to: keep it for that session.
-                early = self._early_candidates.setdefault(message.from_, [])
-                if len(early) < MAX_EARLY_CANDIDATES:
-                    early.append(message.candidate)
+            await self._apply(negotiation.candidate_received(message.from_, message.candidate))
         elif isinstance(message, m.PeerJoined):
-            remote = message.peerId
-            self.events.add(self.user_id, remote, "peer-joined")
-            self.roster.add(remote)
-            kept = self.sessions.get(remote)
-            if kept is not None and kept.usable:
-                # Its signaling came back (a server restart); the media never left.
-                self.events.add(self.user_id, remote, "session-kept", kept.state)
-            elif self._known(remote) and self._offers_to(remote):
-                self._schedule_offer(remote, self._retry_delay(remote))
-            self.emit("peer-joined", remote)
+            await self._apply(negotiation.peer_joined(message.peerId))
+            self.emit("peer-joined", message.peerId)
         elif isinstance(message, m.PeerLeft):
-            self.events.add(self.user_id, message.peerId, "peer-left")
-            self.roster.discard(message.peerId)
-            self._attempts.pop(message.peerId, None)
-            self._cancel_offer_timer(message.peerId)
-            self._early_candidates.pop(message.peerId, None)
-            gone = self.sessions.pop(message.peerId, None)
-            if gone is not None:
-                if self.reestablish:
-                    self._lost.add(message.peerId)
-                await self._retire(gone)
+            await self._apply(negotiation.peer_left(message.peerId))
             self._changed.set()
             self.emit("peer-left", message.peerId)
         elif isinstance(message, m.Error):
@@ -352,92 +356,39 @@ class Peer(AsyncIOEventEmitter):
                 raise
             self.signaling = client
             self.reconnects += 1
-            self._joined = True
             self.events.add(self.user_id, "", "signaling-reconnected", f"attempt {attempt}")
             logger.info("%r: signaling reconnected after %d attempt(s)", self, attempt)
             async with self._negotiation:
-                await self._rejoined(existing)
+                # Connected sessions are kept; the others are re-offered or awaited.
+                await self._apply(self.negotiation.rejoin(existing))
             return client
 
-    async def _rejoined(self, existing: list[str]) -> None:
-        """Reconcile sessions with the roster after a re-join; connected ones are kept."""
-        self.roster = set(existing)
-        for remote in existing:
-            session = self.sessions.get(remote)
-            if session is not None and session.usable:
-                self.events.add(self.user_id, remote, "session-kept", session.state)
-            elif self._known(remote) and not self._offers_to(remote):
-                self.events.add(self.user_id, remote, "reestablish", "waiting for an offer")
-            else:
-                # A first contact (the seed's newcomer offers), or ours to re-offer.
-                self._lost.discard(remote)
-                self._cancel_offer_timer(remote)
-                self.events.add(self.user_id, remote, "reestablish", "offer after re-join")
-                await self._offer_to(remote)
+    def session_state_changed(self, session: PeerSession, state: str) -> None:
+        """Called by a session when its connection state changes."""
+        self._changed.set()
+        actions = self.negotiation.session_state(
+            session.remote,
+            session.generation,
+            state,
+            closed_by_us=session.closing or self._closed,
+        )
+        if actions:
+            self._spawn(self._locked(actions))
+        self.emit("connectionstatechange", session.remote, state)
 
-    def _session_state(self, session: PeerSession, state: str) -> None:
-        if state == "connected":
-            self._attempts.pop(session.remote, None)
-            return
-        # aiortc reports an expired consent as "closed" as often as "failed" (the DTLS
-        # transport sees the ICE connection end first); a remote that closed its side
-        # also makes ours "closed".  Either way the session is dead unless we closed it.
-        lost = state == "failed" or (state == "closed" and not session._closed)
-        if (
-            lost
-            and self.reestablish
-            and not self._closed
-            and self.sessions.get(session.remote) is session
-        ):
-            self.events.add(self.user_id, session.remote, "connection-lost", state)
-            self._spawn(self._on_failed(session))
+    async def _locked(self, actions: list[Action]) -> None:
+        async with self._negotiation:
+            await self._apply(actions)
 
-    async def _on_failed(self, session: PeerSession) -> None:
-        remote = session.remote
-        # A remote that is leaving closes its connections right after its "leave":
-        # give the peer-left a moment to arrive, so that we do not offer to it.
+    async def _settle_loss(self, remote: str, generation: int) -> None:
         await asyncio.sleep(LOST_SETTLE_S)
         async with self._negotiation:
-            if self.sessions.get(remote) is not session:
-                return  # replaced meanwhile
-            del self.sessions[remote]
-            self._changed.set()
-            await self._retire(session)
-            self._lost.add(remote)
-            # The lower user id offers again, so that both do not.  Unlike "the side
-            # that offered first", both sides know this even when one has forgotten
-            # the session (it retired it on a peer-left, or its process restarted).
-            ours = self._offers_to(remote)
-            if ours:
-                self._schedule_offer(remote, self._retry_delay(remote))
-            self.events.add(
-                self.user_id,
-                remote,
-                "reestablish",
-                "will offer" if ours else "waiting for an offer",
-            )
+            if not self._closed:
+                await self._apply(self.negotiation.loss_settled(remote, generation))
 
-    def _offers_to(self, remote: str) -> bool:
-        """Whether a re-established session with ``remote`` is ours to offer."""
-        return self.user_id < remote
-
-    def _known(self, remote: str) -> bool:
-        """Whether we had a session with ``remote`` (so its join is not a first contact)."""
-        session = self.sessions.get(remote)
-        return remote in self._lost or (session is not None and not session.usable)
-
-    def _retry_delay(self, remote: str) -> float:
-        attempt = self._attempts.get(remote, 0)
-        if attempt == 0 or self.reconnect is None:
-            return 0.0
-        return self.reconnect.delay(attempt - 1, self._rng)
-
-    def _schedule_offer(self, remote: str, delay: float) -> None:
-        self._cancel_offer_timer(remote)
-        task = asyncio.ensure_future(self._offer_later(remote, delay))
-        self._offer_timers[remote] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _retry_delay(self, attempt: int) -> float:
+        """Back-off before re-offer number ``attempt`` (1, 2, ...)."""
+        return 0.0 if self.reconnect is None else self.reconnect.delay(attempt - 1, self._rng)
 
     def _cancel_offer_timer(self, remote: str) -> None:
         task = self._offer_timers.pop(remote, None)
@@ -449,22 +400,8 @@ class Peer(AsyncIOEventEmitter):
         async with self._negotiation:
             if self._offer_timers.get(remote) is asyncio.current_task():
                 del self._offer_timers[remote]
-            if (
-                self._closed
-                or not self._joined
-                or remote not in self.roster
-                or not self._known(remote)
-            ):
-                return  # a re-join or peer-joined will try again
-            attempt = self._attempts[remote] = self._attempts.get(remote, 0) + 1
-            self.events.add(self.user_id, remote, "reestablish", f"offer (attempt {attempt})")
-            self._lost.discard(remote)
-            try:
-                await self._offer_to(remote)
-            except SignalingError as exc:
-                # The socket went away meanwhile: the re-join offers.
-                self._lost.add(remote)
-                logger.info("%r: re-offer to %r failed: %s", self, remote, exc)
+            if not self._closed:
+                await self._apply(self.negotiation.offer_due(remote))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -549,7 +486,7 @@ class Peer(AsyncIOEventEmitter):
             assert old is not None
             new = synthetic_video(name, self.media, clock=self.events.clock.now, pacer=pacer)
             self.video, self.video_source = new, name
-            replaced = [t for s in list(self.sessions.values()) for t in s._replace_video(new)]
+            replaced = [t for s in list(self.sessions.values()) for t in s.replace_video(new)]
             self.events.add(self.user_id, "", "source-switch", name)
             # A sender waiting in the old track's recv() gets one more old frame, then
             # moves on; only then may the old source end, or that wait would end the
@@ -671,12 +608,12 @@ class Peer(AsyncIOEventEmitter):
         await cancel_and_wait(self._reader)
         await cancel_and_wait(*self._tasks)
         self._offer_timers.clear()
+        self.negotiation.signaling_closed()
         if self.signaling is not None:
             with contextlib.suppress(SignalingError, ConnectionError):
                 if self.room_id is not None and not self.signaling.closed:
                     await self.signaling.send(m.Leave(roomId=self.room_id))
             await self.signaling.close()
-        self._joined = False
         sessions = [*self.sessions.values(), *self._retiring]
         self.sessions, self._retiring = {}, set()
         await asyncio.gather(*(s.close(self.close_timeout) for s in sessions))

@@ -1,8 +1,9 @@
 """One connection of a lab peer: an RTCPeerConnection to one remote member.
 
 A :class:`PeerSession` owns the ``RTCPeerConnection``, the seed's ``chat`` and
-``cursors`` data channels (with back-pressure) and the counters of what crossed it;
-its :class:`~webrtclab.peer.Peer` creates, negotiates and retires sessions.
+``cursors`` data channels (with back-pressure) and the counters of what crossed it.
+Its owner (a :class:`~webrtclab.peer.Peer`) creates, negotiates and retires
+sessions; a session sees it only through :class:`SessionOwner`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import av
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceCandidate,
+    RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -28,7 +30,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ._tasks import cancel_and_wait
 from .bwe.loader import estimator_factory
-from .cc.control import RateControl
+from .cc.control import CongestionControl, RateControl
 from .compat.aioice import gather_on, guard_checks, ice_connection
 from .compat.aiortc import (
     ConnectionHooks,
@@ -36,14 +38,19 @@ from .compat.aiortc import (
     end_unstarted_track,
     nominated_pair,
 )
+from .events import EventLog
 from .exceptions import ConfigurationError
 from .sdp import filter_candidates, parse_candidate, strip_transport_cc
 from .signaling import messages as m
 
-if TYPE_CHECKING:
-    from .peer import Peer
-
-__all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "FrameListener", "MediaCounter", "PeerSession"]
+__all__ = [
+    "CHAT_HIGH_WATER",
+    "CURSOR_HIGH_WATER",
+    "FrameListener",
+    "MediaCounter",
+    "PeerSession",
+    "SessionOwner",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,31 @@ CHAT_HIGH_WATER = 1024 * 1024
 CHAT_LOW_WATER = 256 * 1024
 
 FrameListener = Callable[["PeerSession", str, av.AudioFrame | av.VideoFrame], None]
+
+
+class SessionOwner(Protocol):
+    """What a session needs from the peer that owns it (a :class:`~webrtclab.peer.Peer`)."""
+
+    user_id: str
+    events: EventLog
+    #: the local sources, fanned out to every session's senders
+    relay: MediaRelay
+    audio: MediaStreamTrack | None
+    video: MediaStreamTrack | None
+    host_addresses: tuple[str, ...] | None
+    ice_servers: list[RTCIceServer]
+    relay_only: bool
+    congestion_control: CongestionControl
+    echo_chat: bool
+    frame_listeners: list[FrameListener]
+
+    def accepts_candidate(self, candidate: RTCIceCandidate) -> bool: ...
+
+    def accepts_address(self, host: str) -> bool: ...
+
+    def session_state_changed(self, session: PeerSession, state: str) -> None: ...
+
+    def emit(self, event: str, *args: Any) -> bool: ...
 
 
 @dataclass
@@ -96,10 +128,14 @@ class _CountingTrack(MediaStreamTrack):
 class PeerSession:
     """The connection between a local :class:`Peer` and one remote member."""
 
-    def __init__(self, peer: Peer, remote: str, *, initiator: bool) -> None:
+    def __init__(
+        self, peer: SessionOwner, remote: str, *, initiator: bool, generation: int = 0
+    ) -> None:
         self.peer = peer
         self.remote = remote
         self.initiator = initiator
+        #: which of the sessions with ``remote`` this is (see :mod:`webrtclab.negotiation`)
+        self.generation = generation
         self.created_s = peer.events.clock.now()
         self.pc = RTCPeerConnection(
             RTCConfiguration(
@@ -156,6 +192,11 @@ class PeerSession:
         return str(self.pc.connectionState)
 
     @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
     def usable(self) -> bool:
         """Negotiated (both descriptions set) and not failed or closed."""
         return self.pc.remoteDescription is not None and self.state not in ("failed", "closed")
@@ -171,7 +212,7 @@ class PeerSession:
         proxy = self.peer.relay.subscribe(source, buffered=False)
         return _CountingTrack(proxy, self.counters[("send", source.kind)])
 
-    def _replace_video(self, source: MediaStreamTrack) -> list[_CountingTrack]:
+    def replace_video(self, source: MediaStreamTrack) -> list[_CountingTrack]:
         """Put ``source`` on the video sender (no renegotiation); returns the replaced tracks."""
         replaced = []
         for sender in self.pc.getSenders():
@@ -283,9 +324,7 @@ class PeerSession:
             self.connected.set()
         elif state == "failed":
             self.failed.set()
-        self.peer._changed.set()
-        self.peer._session_state(self, state)
-        self.peer.emit("connectionstatechange", self.remote, state)
+        self.peer.session_state_changed(self, state)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self.peer.events.add(self.peer.user_id, self.remote, "track", track.kind)
