@@ -23,6 +23,8 @@ from .exceptions import ConfigurationError, WebrtcLabError
 if TYPE_CHECKING:
     from aiortc import RTCIceServer
 
+    from .peer import Peer
+
 __all__ = ["main"]
 
 logger = logging.getLogger("webrtclab")
@@ -76,7 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--room", default="lab", help="room of the --invite URLs")
 
-    peer = sub.add_parser("peer", help="run a headless bot peer that echoes chat")
+    peer = sub.add_parser(
+        "peer",
+        help="run a headless bot peer that echoes chat",
+        description=(
+            "A headless bot: joins a room, answers offers, sends synthetic audio and video"
+            " and echoes chat back.  ICE candidates: by default, host candidates on 127.0.0.1"
+            " and on every address of the machine's real interfaces (IPv4, and IPv6 except"
+            " link-local), so a WebRTC stack that gathers on a real interface (a browser,"
+            " another implementation, on this machine or on one that reaches it) can call the"
+            " bot, which then accepts remote candidates from any address.  --loopback-only:"
+            " 127.0.0.1 only, and loopback remote candidates only (as in-process labs do)."
+            "  No STUN server is contacted (no server-reflexive candidates); a TURN server"
+            " only when the signaling server hands TURN credentials to --token."
+        ),
+    )
     peer.add_argument("--signal", required=True, help="signaling URL, ws://host:port/signal")
     peer.add_argument("--room", required=True)
     peer.add_argument("--user", required=True)
@@ -86,9 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     peer.add_argument("--fps", type=float, default=15.0)
     peer.add_argument("--media", default=None, help="a media file to send instead of synthetic")
     peer.add_argument(
-        "--real-interfaces",
+        "--loopback-only",
         action="store_true",
-        help="gather ICE candidates on the real interfaces instead of loopback only",
+        help="gather on 127.0.0.1 only (not on the real interfaces too); accept loopback"
+        " candidates only",
     )
     peer.add_argument("--duration", type=float, default=None, help="leave after S seconds")
 
@@ -184,8 +201,9 @@ async def _ice_servers(signal_url: str, token: str | None) -> list[RTCIceServer]
     return [RTCIceServer(**server) for server in body["iceServers"]]
 
 
-async def _peer(args: argparse.Namespace) -> None:
-    from .loopback import LOOPBACK
+async def _bot(args: argparse.Namespace) -> Peer:
+    """The ``peer`` command's bot, not yet joined."""
+    from .loopback import LOOPBACK, LOOPBACK_AND_REAL
     from .media import MediaSpec
     from .peer import Peer
 
@@ -193,14 +211,20 @@ async def _peer(args: argparse.Namespace) -> None:
     spec = MediaSpec(width=width, height=height, fps=args.fps)
     if args.media:
         spec = MediaSpec(video=args.media, audio=args.media)
-    peer = Peer(
+    return Peer(
         args.user,
         media=spec,
         echo_chat=True,
-        host_addresses=None if args.real_interfaces else LOOPBACK,
+        host_addresses=LOOPBACK if args.loopback_only else LOOPBACK_AND_REAL,
+        # An explicit list, empty unless the server hands out TURN: aiortc's own
+        # default (no iceServers) is Google's STUN server.
         ice_servers=await _ice_servers(args.signal, args.token),
         relay_only=args.relay_only,
     )
+
+
+async def _peer(args: argparse.Namespace) -> None:
+    peer = await _bot(args)
     peer.on(
         "connectionstatechange",
         lambda remote, state: logger.info("%s: connection with %s is %s", args.user, remote, state),

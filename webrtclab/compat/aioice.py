@@ -7,7 +7,9 @@ What is patched, and why:
   nothing.  It is replaced once, process-wide, by a wrapper that consults a context
   variable: code inside :func:`gather_on` (and the tasks it creates, which copy the
   context) gathers on the given addresses; everything else keeps aioice's choice.
-  ``Connection.gather_candidates`` looks the function up at call time.
+  ``Connection.gather_candidates`` looks the function up at call time.  The entry
+  :data:`REAL_INTERFACES` in the chosen addresses stands for aioice's own choice (the
+  machine's real interfaces), listed afresh at each gathering.
 - **Incoming checks** (``Connection.request_received``, per connection): a remote that
   also gathers on other interfaces (Chromium: 192.0.2.2 and 127.0.0.1) sends checks
   from them; aioice would answer, learn the source as a peer-reflexive candidate and,
@@ -28,12 +30,19 @@ import aioice.ice
 
 from . import check_version
 
-__all__ = ["CHECKED_VERSIONS", "gather_on", "guard_checks", "ice_connection"]
+__all__ = ["CHECKED_VERSIONS", "REAL_INTERFACES", "gather_on", "guard_checks", "ice_connection"]
 
 logger = logging.getLogger(__name__)
 
 CHECKED_VERSIONS = ("0.13",)
 check_version("aioice", aioice.__version__, CHECKED_VERSIONS)
+
+REAL_INTERFACES = "*"
+"""In the addresses given to :func:`gather_on`: every address aioice itself would gather on.
+
+That is every IPv4 address but 127.0.0.1 and every IPv6 address but ``::1`` and the
+link-local ones, of every interface, listed when a connection gathers.
+"""
 
 _addresses: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     "webrtclab_host_addresses", default=None
@@ -51,7 +60,16 @@ def _install_host_addresses() -> None:
         chosen = _addresses.get()
         if chosen is None:
             return original(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
-        return [a for a in chosen if (use_ipv6 if ":" in a else use_ipv4)]
+        addresses: list[str] = []
+        for entry in chosen:
+            if entry == REAL_INTERFACES:
+                found = original(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+            else:
+                found = [entry] if (use_ipv6 if ":" in entry else use_ipv4) else []
+            for address in found:
+                if address not in addresses:
+                    addresses.append(address)
+        return addresses
 
     _original_host_addresses = original
     aioice.ice.get_host_addresses = get_host_addresses
@@ -61,7 +79,9 @@ def _install_host_addresses() -> None:
 def gather_on(addresses: tuple[str, ...] | None) -> Iterator[None]:
     """Within this block, ICE gathers host candidates on ``addresses`` only.
 
-    ``None`` means the real interfaces (aioice's own choice).
+    ``None`` means the real interfaces (aioice's own choice); so does an entry
+    :data:`REAL_INTERFACES`, next to others (``("127.0.0.1", REAL_INTERFACES)``:
+    loopback and the real interfaces).
     """
     _install_host_addresses()
     token = _addresses.set(addresses)
