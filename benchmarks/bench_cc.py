@@ -125,7 +125,7 @@ async def schedule_call(
             )
         await asyncio.sleep(max(0.0, start + seconds - lab.clock.now()))
         monitor.close()
-    return lab, start, monitor.frames_dataframe()
+    return lab, start, monitor.frames.dataframe()
 
 
 def _rate_between(lab: Lab, since: float, until: float) -> float:
@@ -165,7 +165,7 @@ async def chrome_call(cap: float | None, seconds: float) -> dict[str, dict[str, 
         end = lab.clock.now()
         raw = lab.browser_stats()
         monitor.close()
-        frames = monitor.frames_dataframe()
+        frames = monitor.frames.dataframe()
     since = start + min(10.0, seconds / 2)
     estimate = raw[raw["metric"] == "availableOutgoingBitrate"]
     reached = estimate[estimate["value"] >= 1_500_000]
@@ -240,7 +240,7 @@ async def chrome_step_call(
     rows = _window(lab.links(), "chrome", start + step_at + window[0], start + step_at + window[1])
     span = max(float(rows["time_s"].iloc[-1] - rows["time_s"].iloc[0]), 1e-6)
     rate = float(rows["bytes_in"].iloc[-1] - rows["bytes_in"].iloc[0]) * 8 / span / 1000
-    gap = _longest_gap_ms(monitor.frames_dataframe(), "lab", start + step_at)
+    gap = _longest_gap_ms(monitor.frames.dataframe(), "lab", start + step_at)
     return rate, gap
 
 

@@ -81,8 +81,8 @@ async def soak(args: argparse.Namespace) -> list[dict[str, Any]]:
             now = time.monotonic() - t0
             if now >= next_sample:
                 row = sample(t0)
-                row["stats_rows"] = len(lab.sampler.rows)
-                row["events"] = len(lab.events.records)
+                row["stats_rows"] = len(lab.sampler.stats.rows)
+                row["events"] = len(lab.event_log.rows)
                 row["state"] = alice.sessions["bob"].state
                 samples.append(row)
                 if args.progress:

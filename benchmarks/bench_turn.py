@@ -33,7 +33,7 @@ async def call(turn: TurnServer | None, seconds: float) -> tuple[float, float, f
         connect = time.perf_counter() - t0
         await asyncio.sleep(seconds)
         stats = lab.stats()
-        frames = quality.frames_dataframe()
+        frames = quality.frames.dataframe()
         quality.close()
     rtt = stats[(stats["direction"] == "send") & stats["rtt_ms"].notna()]["rtt_ms"]
     latency = frames["latency_ms"].dropna()

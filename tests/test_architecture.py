@@ -288,6 +288,7 @@ LAYERS: dict[str, int] = {
             "viewer",
             "member",
             "negotiation",
+            "tables",
             "cc",
             "codecs",
             "bwe",

@@ -145,7 +145,7 @@ async def test_transport_feedback_flows_both_ways_and_replaces_remb() -> None:
             assert session.rate.twcc_negotiated
             state = session.rate.gcc.state()
             assert state.acked_bps is not None and state.acked_bps > 0
-        await wait_until(lambda: len(lab.rtt_samples()) >= 2)
+        await wait_until(lambda: len(lab.rtt()) >= 2)
         stats = lab.stats()
     recv = stats[stats["direction"] == "recv"]
     # aiortc's REMB estimator is off where transport-wide feedback replaces it.

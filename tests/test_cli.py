@@ -279,7 +279,7 @@ async def test_peer_bot_echoes_chat_and_sends_video() -> None:
 def _short_call_result(tmp_path: Path) -> Any:
     """The DemoResult of a 1 s call sampled every 0.5 s (rows at 0.5 s and 1.0 s only)."""
     from webrtclab.demo import DemoResult
-    from webrtclab.stats import to_dataframe
+    from webrtclab.tables import STATS
 
     rows = [
         (t, peer, remote, direction, kind, 100.0, rtt, 0.0, 1.0, fps, "host", 10, 0, 1000, 10)
@@ -290,7 +290,7 @@ def _short_call_result(tmp_path: Path) -> Any:
         for kind, fps in (("audio", 50.0), ("video", 15.0))
     ]
     events = pd.DataFrame(columns=EVENT_COLUMNS)
-    return DemoResult(tmp_path, to_dataframe(rows), events, 1, 0.05)
+    return DemoResult(tmp_path, STATS.frame(rows), events, 1, 0.05)
 
 
 def test_demo_summary_of_a_short_call_is_not_all_nan(tmp_path: Path) -> None:
@@ -376,12 +376,13 @@ def test_demo_shows_a_live_progress_bar_on_a_terminal_only(tmp_path: Path) -> No
 
 def test_live_summary_of_one_sample() -> None:
     from webrtclab.experiment.runner import _live_summary
+    from webrtclab.tables import StatsRow
 
-    def row(direction: str, kind: str, rtt: float, kbps: float, fps: float) -> tuple[Any, ...]:
+    def row(direction: str, kind: str, rtt: float, kbps: float, fps: float) -> StatsRow:
         values = dict.fromkeys(STATS_COLUMNS, math.nan)
         values.update(direction=direction, kind=kind, rtt_ms=rtt, bitrate_kbps=kbps)
         values["frames_per_s"] = fps
-        return tuple(values[c] for c in STATS_COLUMNS)
+        return StatsRow(**values)
 
     rows = [
         row("send", "video", 50.0, 500.0, 15.0),

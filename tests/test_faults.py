@@ -40,7 +40,7 @@ def frames(session: PeerSession) -> int:
 
 
 def events_of(lab: Lab, event: str, peer: str | None = None) -> pd.DataFrame:
-    frame = lab.events_frame()
+    frame = lab.events()
     rows = frame[frame["event"] == event]
     return rows if peer is None else rows[rows["peer"] == peer]
 
@@ -181,7 +181,7 @@ async def test_a_five_second_signaling_drop_never_stops_the_video() -> None:
         assert (alice.sessions["bob"], bob.sessions["alice"]) == sessions
         assert all(s.state == "connected" for s in sessions)
         assert events_of(lab, "peer-left").empty and lab.server.dispatcher.away() == []
-        shown = monitor.frames_dataframe()
+        shown = monitor.frames.dataframe()
         shown = shown[shown["time_s"] >= dropped_at]
         for receiver in ("alice", "bob"):
             gaps = shown[shown["peer"] == receiver]["interval_ms"]

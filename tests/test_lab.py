@@ -66,7 +66,7 @@ async def test_context_manager_starts_and_closes() -> None:
         peer = await lab.add_peer("solo", media=NO_MEDIA)
         assert lab.server.dispatcher.rooms() == {"lab": ["solo"]}
     assert not lab.server.started
-    assert ("solo", "", "closed") in {(p, r, e) for _, p, r, e, _ in lab.events.records}, (
+    assert ("solo", "", "closed") in {(p, r, e) for _, p, r, e, _ in lab.event_log.rows}, (
         "peers are closed with the lab"
     )
     assert peer.sessions == {}
@@ -169,7 +169,7 @@ async def test_remove_peer_tells_the_others() -> None:
         await lab.remove_peer("bob")
         assert list(lab.peers) == ["alice"]
         await wait_until(lambda: "bob" not in alice.sessions)
-        events = lab.events_frame()
+        events = lab.events()
         assert ((events["peer"] == "alice") & (events["event"] == "peer-left")).any()
         assert ((events["peer"] == "bob") & (events["event"] == "closed")).any()
         # The user id is free again.
@@ -252,7 +252,7 @@ async def test_two_peer_call_stats_events_and_loopback_candidates() -> None:
             for column in ("packets", "bytes", "frames"):
                 assert rows[column].is_monotonic_increasing, column
 
-        events = lab.events_frame()
+        events = lab.events()
         assert list(events.columns) == EVENT_COLUMNS
         connected = events[
             (events["event"] == "connection-state") & (events["detail"] == "connected")

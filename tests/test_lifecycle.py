@@ -107,7 +107,7 @@ async def test_peer_second_close_waits_and_a_closed_peer_refuses_to_join() -> No
         await peer.join(server.url, "r")
         with pytest.raises(InvalidStateError, match='already joined room "r"'):
             await peer.join(server.url, "r")
-        await _close_twice(peer.close, lambda: any(e[3] == "closed" for e in peer.events.records))
+        await _close_twice(peer.close, lambda: any(e[3] == "closed" for e in peer.events.rows))
         with pytest.raises(InvalidStateError, match="is closed"):
             await peer.join(server.url, "r")
 

@@ -29,7 +29,7 @@ def samples_since(lab: Lab, t0: float) -> int:
 
 def selected_paths(lab: Lab) -> dict[tuple[str, str], tuple[str, str]]:
     """(peer, remote) -> (local address, remote address) of the pair each peer selected."""
-    events = lab.events_frame()
+    events = lab.events()
     paths = {}
     for row in events[events["event"] == "selected-path"].itertuples():
         # "host 127.0.0.1:50006 -> host 127.0.0.1:42005"
@@ -91,7 +91,7 @@ async def test_delay_and_loss_show_in_stats_and_a_live_change_raises_rtt() -> No
 
         # Live change, both ways: RTT goes to ~200 ms on the same connection.
         session, pc = alice.sessions["bob"], alice.sessions["bob"].pc
-        events_before = len(lab.events.records)
+        events_before = len(lab.event_log.rows)
         lab.set_link("alice", "bob", LinkConditions(delay_ms=100), both=True)
         t_change = lab.clock.now()
 
@@ -102,7 +102,7 @@ async def test_delay_and_loss_show_in_stats_and_a_live_change_raises_rtt() -> No
         await wait_until(lambda: rtt_after_change() > 150, timeout=12)
         assert alice.sessions["bob"] is session and session.pc is pc
         assert pc.connectionState == "connected"
-        new_events = [r[3] for r in lab.events.records[events_before:]]
+        new_events = [r[3] for r in lab.event_log.rows[events_before:]]
         assert "link-change" in new_events
         # Nothing was renegotiated: no connection-state change, no new path or track.
         renegotiation = {"connection-state", "selected-path", "track", "peer-joined"}
@@ -165,8 +165,8 @@ async def test_rtt_samples_follow_a_live_change_at_the_next_report() -> None:
         await lab.add_peer("alice", media=SMALL)
         await lab.add_peer("bob", media=SMALL)
         await lab.wait_connected(timeout=20)
-        await wait_until(lambda: len(lab.rtt_samples()) >= 6, timeout=15)
-        before = lab.rtt_samples()["rtt_ms"]
+        await wait_until(lambda: len(lab.rtt()) >= 6, timeout=15)
+        before = lab.rtt()["rtt_ms"]
         assert 45 <= before.median() <= 60, before.describe()
         changed_at = lab.clock.now()
         lab.set_link("alice", "bob", LinkConditions(delay_ms=100), both=True)
@@ -174,7 +174,7 @@ async def test_rtt_samples_follow_a_live_change_at_the_next_report() -> None:
         def after() -> pd.DataFrame:
             # A report measures from the sender report it answers, which may have left
             # up to an RTCP interval (~1 s) before the change: skip those.
-            samples = lab.rtt_samples()
+            samples = lab.rtt()
             return samples[samples["time_s"] > changed_at + 1.5]
 
         await wait_until(lambda: len(after()) >= 4, timeout=20)
@@ -183,4 +183,4 @@ async def test_rtt_samples_follow_a_live_change_at_the_next_report() -> None:
         stats = lab.stats()
         lagging = stats[(stats["direction"] == "send") & (stats["time_s"] > changed_at)]
         assert lagging["rtt_ms"].dropna().iloc[0] < 150
-        assert set(lab.rtt_samples().columns) == {"time_s", "peer", "remote", "kind", "rtt_ms"}
+        assert set(lab.rtt().columns) == {"time_s", "peer", "remote", "kind", "rtt_ms"}

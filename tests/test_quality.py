@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -53,7 +54,7 @@ class ManualClock(LabClock):
 class Rig:
     """A sender and a receiver peer (never connected) sharing a manual clock."""
 
-    def __init__(self, **monitor_options: Any) -> None:
+    def __init__(self, on_frame_rows: Any = None, **monitor_options: Any) -> None:
         self.clock = ManualClock()
         events = EventLog(self.clock)
         self.alice = Peer(
@@ -62,6 +63,8 @@ class Rig:
         self.bob = Peer("bob", media=NO_MEDIA, events=events)
         self.session = SimpleNamespace(peer=self.bob, remote="alice")
         self.monitor = QualityMonitor([self.alice, self.bob], **monitor_options)
+        if on_frame_rows is not None:
+            self.monitor.frames.subscribe(on_frame_rows)
 
     async def deliver(self, receive_at: float, latency_s: float = 0.030) -> None:
         """Send alice's next frame at receive_at - latency_s; bob receives it at receive_at."""
@@ -87,7 +90,7 @@ async def test_frame_rows_latency_psnr_and_the_w3c_freeze_rule() -> None:
         times += [times[-1] + 0.29]  # 290 ms < max(3 x 120, 120 + 150): not a freeze
         for t in times:
             await rig.deliver(t, latency_s=0.037)
-        rows = rig.monitor.frames_dataframe()
+        rows = rig.monitor.frames.dataframe()
         assert list(rows.columns) == FRAME_COLUMNS
         assert rows["frame"].tolist() == list(range(len(times)))
         assert (rows["peer"] == "bob").all() and (rows["remote"] == "alice").all()
@@ -120,7 +123,7 @@ async def test_fixed_freeze_threshold_and_psnr_every() -> None:
         times = [1.0, 1.1, 1.2, 1.49, 1.59, 1.69, 1.79]
         for t in times:
             await rig.deliver(t)
-        rows = rig.monitor.frames_dataframe()
+        rows = rig.monitor.frames.dataframe()
         assert rows["freeze"].tolist() == [False, False, False, True, False, False, False]
         assert rows["psnr_db"].notna().tolist() == [True, False, False, True, False, False, True]
     finally:
@@ -133,7 +136,7 @@ async def test_latency_is_unwrapped_across_the_16_bit_ms_stamp() -> None:
         rig.clock.t = 65.500  # stamps carry ms mod 65536: 65.536 s wraps to 0
         for t in (65.520, 65.560, 65.600):
             await rig.deliver(t, latency_s=0.045)
-        assert rig.monitor.frames_dataframe()["latency_ms"].between(44, 46).all()
+        assert rig.monitor.frames.dataframe()["latency_ms"].between(44, 46).all()
     finally:
         await rig.close()
 
@@ -150,7 +153,7 @@ async def test_rows_reach_the_callbacks_in_small_batches() -> None:
         await rig.deliver(2.3)
         rig.monitor.close()  # delivers the rest
         assert [len(b) for b in batches] == [BATCH_ROWS, BATCH_ROWS, 8, 1]
-        assert [row for b in batches for row in b] == rig.monitor.frame_rows
+        assert [row for b in batches for row in b] == rig.monitor.frames.rows
     finally:
         await rig.close()
 
@@ -168,7 +171,7 @@ async def test_message_rows_loss_order_and_detach() -> None:
         bob.emit("message", "alice", "chat", {"type": "chat", "seq": 0, "echo": True})  # not ours
         bob.emit("message", "alice", "chat", {"type": "chat", "text": "from a browser"})
         bob.emit("message", "alice", "chat", "not json")
-        rows = rig.monitor.messages_dataframe()
+        rows = rig.monitor.messages.dataframe()
         assert list(rows.columns) == MESSAGE_COLUMNS
         cursors = rows[rows["channel"] == "cursors"]
         assert cursors["seq"].tolist() == [0, 1, 3, 2, 5]
@@ -187,7 +190,7 @@ async def test_message_rows_loss_order_and_detach() -> None:
         assert rig.monitor._on_frame not in bob.frame_listeners
         bob.emit("message", "alice", "cursors", {"type": "cursor", "seq": 6, "sent_ms": sent})
         await rig.deliver(5.0)
-        assert len(rig.monitor.message_rows) == 9 and rig.monitor.frame_rows == []
+        assert len(rig.monitor.messages.rows) == 9 and rig.monitor.frames.rows == []
     finally:
         await rig.close()
 
@@ -198,7 +201,7 @@ def test_summary_without_data_is_nan() -> None:
     assert summary["frames"] == 0 and summary["freezes"] == 0
     for key in ("frame_latency_ms_p50", "psnr_db_mean", "recv_fps", "cursor_loss_fraction"):
         assert math.isnan(summary[key]), key
-    assert monitor.frames_dataframe().empty and monitor.messages_dataframe().empty
+    assert monitor.frames.dataframe().empty and monitor.messages.dataframe().empty
 
 
 @pytest.mark.parametrize(
@@ -223,11 +226,18 @@ def test_a_monitor_of_no_peers_needs_a_clock() -> None:
 
 
 async def run_call(
-    link: LinkConditions | None, *, seconds: float, media: MediaSpec = SMALL, **options: Any
+    link: LinkConditions | None,
+    *,
+    seconds: float,
+    media: MediaSpec = SMALL,
+    subscribe: Callable[[QualityMonitor], object] | None = None,
+    **options: Any,
 ) -> tuple[QualityMonitor, Lab]:
     """A two-peer call with cursors at 20 Hz and chat both ways; the monitor closed after."""
     async with Lab(link=link) as lab:
         monitor = QualityMonitor(lab, **options)  # before the peers: it attaches as they come
+        if subscribe is not None:
+            subscribe(monitor)
         alice = await lab.add_peer("alice", media=media)
         bob = await lab.add_peer("bob", media=media)
         await lab.wait_connected()
@@ -258,10 +268,12 @@ async def test_clean_call_quality() -> None:
     monitor, _ = await run_call(
         None,
         seconds=3,
-        on_frame_rows=frame_batches.append,
-        on_message_rows=message_batches.append,
+        subscribe=lambda m: (
+            m.frames.subscribe(frame_batches.append),
+            m.messages.subscribe(message_batches.append),
+        ),
     )
-    frames = monitor.frames_dataframe()
+    frames = monitor.frames.dataframe()
     check_streams(frames)
     summary = monitor.summary()
     # aiortc's jitter buffer hands a frame on when the next one starts arriving, so
@@ -272,7 +284,7 @@ async def test_clean_call_quality() -> None:
     assert summary["freeze_total_s"] < 1
     assert frames.dtypes["frame"] == "Int64" and frames.dtypes["freeze"] == "bool"
 
-    messages = monitor.messages_dataframe()
+    messages = monitor.messages.dataframe()
     cursors = messages[messages["channel"] == "cursors"]
     assert len(cursors) == 60 and set(cursors["peer"]) == {"bob"}
     assert sorted(cursors["seq"]) == list(range(60))
@@ -283,14 +295,14 @@ async def test_clean_call_quality() -> None:
     assert chat["in_order"].all()
 
     # The callbacks saw every row, in batches.
-    assert [r for b in frame_batches for r in b] == monitor.frame_rows
-    assert [r for b in message_batches for r in b] == monitor.message_rows
+    assert [r for b in frame_batches for r in b] == monitor.frames.rows
+    assert [r for b in message_batches for r in b] == monitor.messages.rows
     assert len(frame_batches) > 1 and max(len(b) for b in frame_batches) <= BATCH_ROWS
 
 
 async def test_emulated_delay_shows_in_frame_and_cursor_latency() -> None:
     monitor, _ = await run_call(LinkConditions(delay_ms=60), seconds=3)
-    check_streams(monitor.frames_dataframe())
+    check_streams(monitor.frames.dataframe())
     summary = monitor.summary()
     frame_interval_ms = 1000 / SMALL.fps
     assert 60 <= summary["frame_latency_ms_p50"] <= 60 + frame_interval_ms + 40
@@ -312,7 +324,7 @@ async def test_packet_loss_shows_as_late_frames() -> None:
     def late_frames(monitor: QualityMonitor) -> int:
         # From 1 s on: the first keyframe (paced at the start rate, before probing has
         # found the link) makes the first few frames late on any link.
-        frames = monitor.frames_dataframe()
+        frames = monitor.frames.dataframe()
         frames = frames[frames["time_s"] >= frames["time_s"].min() + 1.0]
         latency = frames["latency_ms"].dropna()
         return int((latency > latency.median() + 40).sum())
@@ -386,14 +398,14 @@ async def test_switching_to_screen_mid_call_keeps_frames_and_stamps_flowing() ->
         # Enough frames after the switches for the checks below (each decoded one is a row).
         await wait_for(lambda: got.frames >= received_at_switch + 25)
         monitor.close()
-        events = lab.events_frame()
+        events = lab.events()
         switches = events[events["event"] == "source-switch"]
         assert switches[["peer", "detail"]].values.tolist() == [
             ["alice", "screen"],
             ["alice", "camera"],
         ]
 
-    frames = monitor.frames_dataframe()
+    frames = monitor.frames.dataframe()
     check_streams(frames, decoded=1.0)
     at_bob = frames[(frames["peer"] == "bob") & (frames["time_s"] > switched_at)]
     # Frame numbers continue across both switches (gaps would be lost frames).
@@ -414,7 +426,7 @@ async def test_switch_video_refusals() -> None:
         with pytest.raises(ConfigurationError, match="not a synthetic source"):
             await silent.switch_video("screen")
         await alice.switch_video("camera")  # the current source: nothing to do
-        assert lab.events_frame().query("event == 'source-switch'").empty
+        assert lab.events().query("event == 'source-switch'").empty
 
 
 async def test_a_screen_source_from_the_start() -> None:
@@ -426,9 +438,9 @@ async def test_a_screen_source_from_the_start() -> None:
         alice = await lab.add_peer("alice", media=screen)
         await lab.wait_connected()
         assert alice.video_source == "screen"
-        await wait_for(lambda: len(monitor.frame_rows) >= 10)
+        await wait_for(lambda: len(monitor.frames.rows) >= 10)
         monitor.close()
-    frames = monitor.frames_dataframe()
+    frames = monitor.frames.dataframe()
     assert frames["frame"].notna().all()
     assert frames["psnr_db"].notna().sum() == math.ceil(len(frames) / 2)
     assert frames["psnr_db"].dropna().min() > 30

@@ -15,7 +15,8 @@ import webrtclab.stats
 from webrtclab import STATS_COLUMNS, ConfigurationError, StatsSampler
 from webrtclab.cc.control import StreamCounters
 from webrtclab.session import MediaCounter
-from webrtclab.stats import SessionStats, session_rows, to_dataframe
+from webrtclab.stats import SessionStats, session_rows
+from webrtclab.tables import STATS
 
 # --- fakes mimicking aiortc's stats objects and a PeerSession ---------------------------------
 
@@ -105,6 +106,7 @@ class FakeSession:
         }
         self.rate = SimpleNamespace(counters={k: StreamCounters() for k in ("audio", "video")})
         self.target_bps: int | None = None
+        self.rtt_samples: list[tuple[float, str, float]] = []  # (lab time s, kind, ms)
 
     def send_target_bps(self, kind: str) -> int | None:
         return self.target_bps
@@ -391,14 +393,14 @@ def test_stats_columns() -> None:
         assert f"``{column}``" in doc, f"{column} is not documented"
 
 
-def test_to_dataframe_columns_and_dtypes() -> None:
+def test_stats_frame_columns_and_dtypes() -> None:
     rep = report(
         outbound("video", 1000, 10),
         remote_inbound("video", rtt=0.01),
         inbound("video", 10, lost=1, jitter=90),
     )
     rows = session_rows(FakeSession(), rep, 1.0, {})  # type: ignore[arg-type]
-    frame = to_dataframe(rows)
+    frame = STATS.frame(rows)
     assert list(frame.columns) == STATS_COLUMNS
     assert {c: str(t) for c, t in frame.dtypes.items()} == EXPECTED_DTYPES
     assert len(frame) == 2
@@ -407,8 +409,8 @@ def test_to_dataframe_columns_and_dtypes() -> None:
     assert pd.isna(recv["rtt_ms"])
 
 
-def test_to_dataframe_empty() -> None:
-    frame = to_dataframe([])
+def test_stats_frame_empty() -> None:
+    frame = STATS.frame([])
     assert frame.empty
     assert list(frame.columns) == STATS_COLUMNS
     assert {c: str(t) for c, t in frame.dtypes.items()} == EXPECTED_DTYPES
@@ -428,7 +430,7 @@ def test_sampler_accepts_interval_limits() -> None:
     assert StatsSampler([], interval=3600).interval == 3600
 
 
-async def test_sampler_sample_deltas_and_on_rows() -> None:
+async def test_sampler_sample_deltas_and_subscribers() -> None:
     session = FakeSession(
         reports=[
             report(outbound("video", 5000, 10)),
@@ -441,14 +443,14 @@ async def test_sampler_sample_deltas_and_on_rows() -> None:
         [FakePeer({"bob": session})],
         interval=0.5,
         clock=clock,  # type: ignore[arg-type]
-        on_rows=batches.append,
     )
+    sampler.stats.subscribe(batches.append)
     first = await sampler.sample()
     clock.t = 1.5
     second = await sampler.sample()
     assert batches == [first, second]
-    assert sampler.rows == first + second
-    frame = sampler.to_dataframe()
+    assert sampler.stats.rows == first + second
+    frame = sampler.stats.dataframe()
     assert frame["time_s"].tolist() == [1.0, 1.5]
     assert frame["bitrate_kbps"].tolist() == pytest.approx([40.0, 16.0])
     await sampler.close()
@@ -461,19 +463,20 @@ async def test_sampler_skips_sessions_whose_getstats_fails() -> None:
     sampler = StatsSampler(
         [FakePeer({"carol": bad, "bob": good})],
         clock=FakeClock(1.0),  # type: ignore[arg-type]
-        on_rows=batches.append,
     )
+    sampler.stats.subscribe(batches.append)
     rows = await sampler.sample()
     assert [row[2] for row in rows] == ["bob"]
     assert len(batches) == 1
 
 
-async def test_sampler_on_rows_not_called_without_rows() -> None:
+async def test_sampler_subscribers_not_called_without_rows() -> None:
     batches: list[list[Any]] = []
-    sampler = StatsSampler([FakePeer()], on_rows=batches.append)
+    sampler = StatsSampler([FakePeer()])
+    sampler.stats.subscribe(batches.append)
     assert await sampler.sample() == []
     assert batches == []
-    assert sampler.to_dataframe().empty
+    assert sampler.stats.dataframe().empty
 
 
 async def test_sampler_follows_a_callable_peer_list() -> None:
@@ -491,14 +494,14 @@ async def test_sampler_runs_in_background_and_close_is_idempotent() -> None:
     sampler.start()
     sampler.start()  # idempotent: still one loop
     async with asyncio.timeout(5):
-        while len(sampler.rows) < 3:
+        while len(sampler.stats.rows) < 3:
             await asyncio.sleep(0.01)
     await sampler.close()
     await sampler.close()
-    count = len(sampler.rows)
+    count = len(sampler.stats.rows)
     await asyncio.sleep(0.1)
-    assert len(sampler.rows) == count, "no sampling after close()"
-    times = sampler.to_dataframe()["time_s"].tolist()
+    assert len(sampler.stats.rows) == count, "no sampling after close()"
+    times = sampler.stats.dataframe()["time_s"].tolist()
     assert times == sorted(times)
     # One loop only: samples are about one interval apart, never doubled up.
     assert all(b - a > 0.01 for a, b in zip(times, times[1:], strict=False))
@@ -513,9 +516,9 @@ async def test_sampler_subscribers_each_get_every_batch_until_they_unsubscribe()
     def failing(rows: list[Any]) -> None:
         raise RuntimeError("consumer failed")
 
-    sampler.subscribe(failing)  # does not keep the others from their rows
-    unsubscribe = sampler.subscribe(lambda rows: first.append(len(rows)))
-    sampler.subscribe(lambda rows: second.append(len(rows)))
+    sampler.stats.subscribe(failing)  # does not keep the others from their rows
+    unsubscribe = sampler.stats.subscribe(lambda rows: first.append(len(rows)))
+    sampler.stats.subscribe(lambda rows: second.append(len(rows)))
     await sampler.sample()
     unsubscribe()
     unsubscribe()  # idempotent
@@ -523,7 +526,7 @@ async def test_sampler_subscribers_each_get_every_batch_until_they_unsubscribe()
     assert first == [1] and second == [1, 1]
 
 
-async def test_sampler_keeps_sampling_when_on_rows_fails() -> None:
+async def test_sampler_keeps_sampling_when_a_subscriber_fails() -> None:
     calls: list[int] = []
 
     def on_rows(rows: list[Any]) -> None:
@@ -531,7 +534,8 @@ async def test_sampler_keeps_sampling_when_on_rows_fails() -> None:
         raise RuntimeError("consumer failed")
 
     session = FakeSession(reports=[report(inbound("audio", 5))])
-    sampler = StatsSampler([FakePeer({"bob": session})], interval=0.02, on_rows=on_rows)
+    sampler = StatsSampler([FakePeer({"bob": session})], interval=0.02)
+    sampler.stats.subscribe(on_rows)
     sampler.start()
     task = sampler._task
     try:

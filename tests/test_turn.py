@@ -148,8 +148,8 @@ async def test_peer_to_turn_link_is_emulated() -> None:
         await lab.wait_connected()
         # Each RTCP report's own RTT (the stats' rtt_ms is smoothed and still carries
         # the first reports, taken while the encoders start).
-        await wait_until(lambda: len(lab.rtt_samples()) >= 8)
-        rtt = lab.rtt_samples()["rtt_ms"]
+        await wait_until(lambda: len(lab.rtt()) >= 8)
+        rtt = lab.rtt()["rtt_ms"]
         assert 100 <= rtt.median() <= 115, rtt.describe()
         links = lab.links()
         turn_rows = links[links["dst"] == TURN_NODE]
@@ -231,7 +231,7 @@ async def test_coturn_killed_mid_call_is_reported_and_the_call_comes_back(
             # aiortc reports a consent expiry on a relayed path as "closed".
             lambda: any(
                 r[3] == "connection-state" and r[4] in ("failed", "closed")
-                for r in lab.events.records
+                for r in lab.event_log.rows
             ),
             timeout=20,
         )

@@ -20,8 +20,8 @@ from webrtclab import (
     SignalingServer,
     StatsSampler,
 )
-from webrtclab.browser import BrowserPeer, Chromium, browser_rows, raw_dataframe, raw_rows
-from webrtclab.stats import to_dataframe
+from webrtclab.browser import BrowserPeer, Chromium, browser_rows, raw_rows
+from webrtclab.tables import BROWSER_STATS, STATS
 
 # --- routes -------------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ def test_chrome_stats_become_rows_with_the_lab_columns() -> None:
     assert fresh["recv"]["loss_fraction"] == 0.0
 
     report = {"bot": chrome_report(2500, 2_000, 2_000, 0, ssrc=2)}
-    frame = to_dataframe(browser_rows("chrome", report, 2.5, previous))
+    frame = STATS.frame(browser_rows("chrome", report, 2.5, previous))
     assert list(frame.columns) == STATS_COLUMNS  # the dtypes of aiortc rows too
     assert frame["bitrate_kbps"].tolist() == pytest.approx([1_000 * 8 / 500] * 2)
 
@@ -179,7 +179,7 @@ def test_chrome_rows_fall_back_to_the_pair_rtt_and_skip_missing_streams() -> Non
 
 def test_raw_rows_keep_every_number_of_the_interesting_stats() -> None:
     rows = raw_rows("chrome", {"bot": chrome_report(1000, 10, 20, 0)}, 1.0)
-    frame = raw_dataframe(rows)
+    frame = BROWSER_STATS.frame(rows)
     assert list(frame.columns) == [
         "time_s",
         "peer",

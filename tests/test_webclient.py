@@ -146,7 +146,7 @@ async def test_browser_and_aiortc_call_through_the_emulator() -> None:
 
             await wait_until(enough, "RTT samples from Chrome and aiortc", timeout=15)
             stats = lab.stats()
-            samples = lab.rtt_samples()
+            samples = lab.rtt()
             for peer in ("chrome", "bot"):
                 send = rows(stats, peer, "send")
                 # Chrome's roundTripTime is each report's; aiortc's rtt_ms is smoothed (its
@@ -194,7 +194,7 @@ async def test_browser_and_aiortc_call_through_the_emulator() -> None:
                 lambda m: m["payload"].get("text") == "after recovery" and m["direction"] == "recv",
                 "echo after recovery",
             )
-            events = lab.events_frame()
+            events = lab.events()
             mine = events[events["peer"] == "chrome"]
             assert ("recovery", "new-connection") in set(zip(mine["event"], mine["detail"]))
             assert (
@@ -270,7 +270,7 @@ async def test_synthetic_video_both_ways_measured_from_the_stamps() -> None:
         await lab.wait_connected(timeout=20)
 
         def frames(receiver: str) -> pd.DataFrame:
-            table = monitor.frames_dataframe()
+            table = monitor.frames.dataframe()
             return table[table["peer"] == receiver]
 
         for receiver in ("lab", "chrome"):
@@ -341,7 +341,7 @@ async def test_screen_share_and_return_to_the_camera() -> None:
         assert await chrome.stop_screen_share() is True
         await wait_until(lambda: abs(aspect() - 4 / 3) < 0.01, "the camera a third time")
         assert await chrome.stop_screen_share() is False  # nothing shared: a no-op
-        events = lab.events_frame()
+        events = lab.events()
         switches = events[(events["peer"] == "chrome") & (events["event"] == "source-switch")]
         assert list(switches["detail"]) == ["screen", "camera", "screen", "camera"]
 

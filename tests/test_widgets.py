@@ -22,6 +22,7 @@ import pytest_asyncio
 
 from webrtclab import ConfigurationError, InvalidStateError, Lab, LabPanel, WebrtcLabError
 from webrtclab.netem import PRESETS, LinkConditions
+from webrtclab.tables import FrameRow, StatsRow
 from webrtclab.widgets import CursorPad
 from webrtclab.widgets.link_controls import DEFAULT_QUEUE_MS, describe
 from webrtclab.widgets.live import LiveStats, frame_jpeg
@@ -376,15 +377,80 @@ def test_cursor_pad_validates_positions() -> None:
 
 def test_live_stats_and_renderers() -> None:
     live = LiveStats([("a", "b"), ("b", "a")], window_s=10)
+    nan = math.nan
     # time, peer, remote, direction, kind, kbps, rtt, loss, jitter, fps, cand, packets, lost, ...
     rows = [
-        (t, "b", "a", "recv", "video", 500.0 + t, math.nan, 0.0, 1.0, 15.0, "host", 10 * t, 0, 0, 0)
+        StatsRow(
+            t,
+            "b",
+            "a",
+            "recv",
+            "video",
+            500.0 + t,
+            nan,
+            0.0,
+            1.0,
+            15.0,
+            "host",
+            10 * t,
+            0,
+            0,
+            0,
+            nan,
+            nan,
+            nan,
+            nan,
+        )
         for t in range(1, 21)
     ]
-    rows += [(20.0, "a", "b", "send", "video", 500.0, 42.0, 0.0, 1.0, 15.0, "host", 1, 0, 0, 0)]
-    rows += [(20.0, "b", "a", "recv", "audio", 32.0, math.nan, 0.0, 1.0, 0.0, "host", 5, 0, 0, 0)]
+    rows += [
+        StatsRow(
+            20.0,
+            "a",
+            "b",
+            "send",
+            "video",
+            500.0,
+            42.0,
+            0.0,
+            1.0,
+            15.0,
+            "host",
+            1,
+            0,
+            0,
+            0,
+            nan,
+            nan,
+            nan,
+            nan,
+        )
+    ]
+    rows += [
+        StatsRow(
+            20.0,
+            "b",
+            "a",
+            "recv",
+            "audio",
+            32.0,
+            nan,
+            0.0,
+            1.0,
+            0.0,
+            "host",
+            5,
+            0,
+            0,
+            0,
+            nan,
+            nan,
+            nan,
+            nan,
+        )
+    ]
     live.add_stats(rows)
-    live.add_frames([(19.5, "b", "a", 1, 30.0, math.nan, 66.0, False)] * 3)
+    live.add_frames([FrameRow(19.5, "b", "a", 1, 30.0, nan, 66.0, False, nan, nan, 0)] * 3)
     readout = live.readouts[("a", "b")]
     assert (readout.bitrate_kbps, readout.rtt_ms, readout.packets) == (520.0, 42.0, 200)
     assert readout.frame_latency_ms == 30.0 and readout.direction == "a→b"

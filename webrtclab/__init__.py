@@ -30,6 +30,8 @@ _register_display()
 if TYPE_CHECKING:
     from .demo import DemoResult, run_demo
     from .events import EventLog, LabClock
+    from .experiment.results import load
+    from .fielddata import FieldData, export_webrtc_internals, load_webrtc_internals
     from .lab import Lab
     from .media import MediaSpec, ScreenLikeVideoTrack, Stamp, SyntheticVideoTrack, ToneAudioTrack
     from .member import Member
@@ -49,6 +51,7 @@ __all__ = [
     "DemoResult",
     "Dispatcher",
     "EventLog",
+    "FieldData",
     "InvalidStateError",
     "Lab",
     "LabClock",
@@ -71,6 +74,9 @@ __all__ = [
     "SyntheticVideoTrack",
     "ToneAudioTrack",
     "WebrtcLabError",
+    "export_webrtc_internals",
+    "load",
+    "load_webrtc_internals",
     "plot_timeline",
     "run_demo",
 ]
@@ -82,6 +88,10 @@ _LAZY = {
     "run_demo": "demo",
     "EventLog": "events",
     "LabClock": "events",
+    "load": "experiment.results",
+    "FieldData": "fielddata",
+    "export_webrtc_internals": "fielddata",
+    "load_webrtc_internals": "fielddata",
     "Lab": "lab",
     "MediaSpec": "media",
     "Member": "member",

@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
-import pandas as pd
 
 from ._tasks import CloseOnce
 from .events import EventLog, LabClock
@@ -59,6 +58,7 @@ from .exceptions import (
     WebrtcLabError,
 )
 from .media import Stamp, SyntheticVideoTrack, synthetic_video_assets
+from .tables import BROWSER_STATS, BrowserStatsRow, StatsRow
 
 if TYPE_CHECKING:
     from playwright.async_api import (
@@ -74,10 +74,11 @@ __all__ = [
     "CHROMIUM_ARGS",
     "CHROMIUM_PATH",
     "RAW_COLUMNS",
+    "WEBRTC_INTERNALS_URL",
     "BrowserPeer",
     "Chromium",
+    "WebrtcInternals",
     "browser_rows",
-    "raw_dataframe",
     "raw_rows",
 ]
 
@@ -101,7 +102,7 @@ CHROMIUM_ARGS = (
     "--autoplay-policy=no-user-gesture-required",  # remote <video> plays without a click
 )
 # Raw table: one row per numeric metric of a stat object.
-RAW_COLUMNS = ["time_s", "peer", "remote", "type", "id", "kind", "metric", "value"]
+RAW_COLUMNS = BROWSER_STATS.columns
 # Stat types kept in the raw table (codecs, certificates and candidates are static or
 # many; the selected candidate pair is kept, the others are not).
 _RAW_TYPES = frozenset(
@@ -119,6 +120,8 @@ _RAW_TYPES = frozenset(
     }
 )
 _CONSOLE_LINES = 200
+# Chromium's own page of every peer connection's API calls and stats (once a second).
+WEBRTC_INTERNALS_URL = "chrome://webrtc-internals"
 # Served by the peer itself (Playwright routing), not by the lab server: see app.js.
 SYNTHETIC_ASSETS_PATH = "/__webrtclab/synthetic-video"
 # Chrome turns a canvas's RGB into I420 with BT.709 full-range luma weights (Rec. ITU-R
@@ -126,7 +129,6 @@ SYNTHETIC_ASSETS_PATH = "/__webrtclab/synthetic-video"
 # fit of received luma on the drawn RGB gave 0.210, 0.708, 0.072 and an offset of 1.2.
 _CANVAS_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
-Row = tuple[Any, ...]
 NAN = math.nan
 
 
@@ -326,7 +328,7 @@ class BrowserPeer:
         self._own_chromium = chromium is None
         self.page: Page | None = None
         self.console: collections.deque[str] = collections.deque(maxlen=_CONSOLE_LINES)
-        self.raw_rows: list[Row] = []
+        self.raw_rows: list[BrowserStatsRow] = []
         self._previous: dict[tuple[str, str, str], _Previous] = {}
         self._joined = False
         self._closed = False
@@ -576,6 +578,26 @@ class BrowserPeer:
         target.write_bytes(base64.b64decode(encoded))
         return target
 
+    async def open_webrtc_internals(self) -> WebrtcInternals:
+        """Open chrome://webrtc-internals in a second page of this peer's browser.
+
+        Chromium records the connections' stats only while that page is open: open it
+        before the part of the call to keep, then :meth:`WebrtcInternals.dump`.
+        """
+        page = await self._page().context.new_page()
+        try:
+            await page.goto(WEBRTC_INTERNALS_URL)
+            # Its module script sets these up (Chromium's dump_creator.js).
+            await page.wait_for_function("() => window.peerConnectionDataStore !== undefined")
+        except Exception as exc:
+            await page.close()
+            if _is_playwright_error(exc):
+                raise WebrtcLabError(
+                    f"{self!r}: cannot open {WEBRTC_INTERNALS_URL}: {_page_message(exc)}"
+                ) from None
+            raise
+        return WebrtcInternals(page)
+
     async def screenshot(self, path: str | os.PathLike[str]) -> Path:
         """Save a PNG of the page (tiles, stats panels, chat)."""
         target = Path(path)
@@ -591,15 +613,11 @@ class BrowserPeer:
             return {}
         return dict(await self._call("window.webrtclab.stats()"))
 
-    def stats_rows(self, raw: Mapping[str, list[dict[str, Any]]], now: float) -> list[Row]:
+    def stats_rows(self, raw: Mapping[str, list[dict[str, Any]]], now: float) -> list[StatsRow]:
         """Rows with :data:`~webrtclab.stats.STATS_COLUMNS` from ``collect_stats()``."""
         if self.raw_stats:
             self.raw_rows.extend(raw_rows(self.user_id, raw, now))
         return browser_rows(self.user_id, raw, now, self._previous)
-
-    def raw_dataframe(self) -> pd.DataFrame:
-        """Every numeric libwebrtc metric sampled so far (:data:`RAW_COLUMNS`)."""
-        return raw_dataframe(self.raw_rows)
 
     # --- page plumbing ---------------------------------------------------------------------
 
@@ -617,6 +635,51 @@ class BrowserPeer:
 
     def _on_page_event(self, remote: str, event: str, detail: str) -> None:
         self.events.add(self.user_id, remote, event, detail)
+
+
+class WebrtcInternals:
+    """chrome://webrtc-internals open in a browser peer's context (see
+    :meth:`BrowserPeer.open_webrtc_internals`); it lists every connection of the
+    browser and samples their stats once a second while open.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    def __repr__(self) -> str:
+        return f"WebrtcInternals({WEBRTC_INTERNALS_URL!r})"
+
+    async def _download(self, button: str, path: str | os.PathLike[str]) -> Path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            async with self.page.expect_download() as info:
+                await self.page.evaluate(f"() => document.getElementById({_js(button)}).click()")
+            await (await info.value).save_as(target)
+        except Exception as exc:
+            if _is_playwright_error(exc):
+                raise WebrtcLabError(f"{self!r}: no dump: {_page_message(exc)}") from None
+            raise
+        return target
+
+    async def dump(self, path: str | os.PathLike[str], *, compress: bool = False) -> Path:
+        """Save what the page's "Download the webrtc-internals dump" button saves (JSON;
+        gzip with ``compress``, the page's default); :func:`webrtclab.load_webrtc_internals`
+        reads it."""
+        await self.page.evaluate(
+            "c => { document.getElementById('dump-checkbox').checked = c; }", compress
+        )
+        return await self._download("dump-click-target", path)
+
+    async def rtcstats_dump(self, path: str | os.PathLike[str]) -> Path:
+        """Save the page's "rtcstats dump" (gzip: one JSON event per line, getStats
+        reports included)."""
+        return await self._download("dump-click-target-rtcstats", path)
+
+    async def close(self) -> None:
+        """Close the page (stats recording stops); closing the peer closes it too."""
+        if not self.page.is_closed():
+            await self.page.close()
 
 
 # --- getStats -> rows ----------------------------------------------------------------------
@@ -663,12 +726,12 @@ def browser_rows(
     reports: Mapping[str, list[dict[str, Any]]],
     now: float,
     previous: dict[tuple[str, str, str], _Previous],
-) -> list[Row]:
+) -> list[StatsRow]:
     """Chrome getStats reports (per remote) as stats rows; ``previous`` keeps the deltas.
 
     See the module docstring for how each column is derived.
     """
-    rows: list[Row] = []
+    rows: list[Any] = []
     for remote, report in sorted(reports.items()):
         pair, candidate_type = _selected_pair(report)
         pair_rtt = _number(pair.get("currentRoundTripTime")) if pair is not None else None
@@ -737,7 +800,7 @@ def browser_rows(
                 loss = max(0.0, (lost - base_lost) / expected) if expected > 0 else NAN
             previous[key] = _Previous(ids, timestamp, nbytes, packets, lost, rtx_bytes, wire_bytes)
             rows.append(
-                (
+                StatsRow(
                     now,
                     peer,
                     remote,
@@ -762,13 +825,15 @@ def browser_rows(
     return rows
 
 
-def raw_rows(peer: str, reports: Mapping[str, list[dict[str, Any]]], now: float) -> list[Row]:
+def raw_rows(
+    peer: str, reports: Mapping[str, list[dict[str, Any]]], now: float
+) -> list[BrowserStatsRow]:
     """Every numeric metric of the reports in long format (:data:`RAW_COLUMNS`).
 
     Only the selected candidate pair is kept, and no codecs, certificates or
     candidates: about 250 values per sample and remote.
     """
-    rows: list[Row] = []
+    rows: list[Any] = []
     for remote, report in sorted(reports.items()):
         pair, _ = _selected_pair(report)
         pair_id = pair.get("id") if pair is not None else None
@@ -782,25 +847,10 @@ def raw_rows(peer: str, reports: Mapping[str, list[dict[str, Any]]], now: float)
             for metric, value in stat.items():
                 number = _number(value)
                 if number is not None and metric != "timestamp":
-                    rows.append((now, peer, remote, kind_of, stat_id, kind, metric, number))
+                    rows.append(
+                        BrowserStatsRow(now, peer, remote, kind_of, stat_id, kind, metric, number)
+                    )
     return rows
-
-
-def raw_dataframe(rows: Iterable[Row]) -> pd.DataFrame:
-    """Raw rows as a DataFrame with :data:`RAW_COLUMNS`."""
-    frame = pd.DataFrame.from_records(list(rows), columns=RAW_COLUMNS)
-    return frame.astype(
-        {
-            "time_s": "float64",
-            "peer": "string",
-            "remote": "string",
-            "type": "string",
-            "id": "string",
-            "kind": "string",
-            "metric": "string",
-            "value": "float64",
-        }
-    )
 
 
 def _js(value: str) -> str:

@@ -1,4 +1,4 @@
-"""The webrtclab command: serve, peer, demo."""
+"""The webrtclab command: serve, peer, demo, run, sweep, import-stats, export-stats."""
 
 from __future__ import annotations
 
@@ -137,6 +137,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True, help="result folder")
     demo.add_argument("--duration", type=float, default=10.0, help="call length in seconds")
     demo.add_argument("--no-progress", action="store_true")
+
+    imported = sub.add_parser(
+        "import-stats",
+        help="load a chrome://webrtc-internals dump or a getStats log into a result folder",
+    )
+    imported.add_argument("file", help="the dump (JSON or gzip), rtcstats dump or JSON-lines log")
+    imported.add_argument("--out", required=True, help="result folder")
+    imported.add_argument("--overwrite", action="store_true", help="replace a result in --out")
+    imported.add_argument(
+        "--peer", default=None, help="the local peer's name (default: from the URL)"
+    )
+
+    exported = sub.add_parser(
+        "export-stats", help="write a result folder as a chrome://webrtc-internals dump"
+    )
+    exported.add_argument("result", help="result folder")
+    exported.add_argument("--out", required=True, help="dump file (.json, or .gz to compress)")
     return parser
 
 
@@ -269,6 +286,22 @@ async def _run_scenario(args: argparse.Namespace) -> None:
     print(f"results in {result.path}/", file=sys.stderr)  # noqa: T201
 
 
+def _import_stats(args: argparse.Namespace) -> None:
+    from .fielddata import load_webrtc_internals
+
+    field = load_webrtc_internals(args.file, peer=args.peer)  # refused before --out is made
+    out = field.write(args.out, overwrite=args.overwrite)
+    _print_json(field.summary())
+    print(f"results in {out}/ (browser_stats.parquet beside the tables)", file=sys.stderr)  # noqa: T201
+
+
+def _export_stats(args: argparse.Namespace) -> None:
+    from .fielddata import export_webrtc_internals
+
+    path = export_webrtc_internals(args.result, args.out)
+    print(f"webrtc-internals dump in {path}", file=sys.stderr)  # noqa: T201
+
+
 def _sweep(args: argparse.Namespace) -> None:
     from .experiment.sweep import parse_grid, sweep
 
@@ -335,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sweep":
             _sweep(args)  # synchronous: the runs happen in worker processes
+        elif args.command == "import-stats":
+            _import_stats(args)
+        elif args.command == "export-stats":
+            _export_stats(args)
         else:
             _run(handlers[args.command](args))
     except WebrtcLabError as exc:

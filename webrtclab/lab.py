@@ -14,7 +14,7 @@ from aiortc import RTCIceServer
 
 from ._tasks import CloseOnce
 from .auth import TurnConfig
-from .browser import BrowserPeer, Chromium, raw_dataframe
+from .browser import BrowserPeer, Chromium
 from .events import EventLog, LabClock
 from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError
 from .loopback import LOOPBACK
@@ -24,7 +24,8 @@ from .netem.relay import Network
 from .peer import Peer
 from .signaling.client import Backoff
 from .signaling.server import SignalingServer
-from .stats import RttJournal, StatsSampler, rtt_dataframe
+from .stats import StatsSampler
+from .tables import BROWSER_STATS
 from .turn import TurnServer
 
 __all__ = ["TURN_NODE", "Lab"]
@@ -96,7 +97,8 @@ class Lab:
         if network is None and link is not None:
             network = Network(link, seed=seed, clock=self.clock)
         self.network = network
-        self.events = EventLog(self.clock)
+        #: the ``events`` table (:meth:`events` for its DataFrame)
+        self.event_log = EventLog(self.clock)
         self.host_addresses = host_addresses
         self._own_turn = turn is True
         self.turn: TurnServer | TurnConfig | None = TurnServer() if turn is True else (turn or None)
@@ -226,7 +228,7 @@ class Lab:
         if self.turn is not None:
             options.setdefault("ice_servers", self._ice_servers(user_id))
             options.setdefault("relay_only", self.relay_only)
-        peer = Peer(user_id, media=media, echo_chat=echo_chat, events=self.events, **options)
+        peer = Peer(user_id, media=media, echo_chat=echo_chat, events=self.event_log, **options)
         self._members[user_id] = peer
         self._member_added(peer)
         try:
@@ -273,7 +275,7 @@ class Lab:
             self.server.http_url,
             room=self.room,
             clock=self.clock,
-            events=self.events,
+            events=self.event_log,
             **options,
         )
         self._members[user_id] = browser
@@ -334,13 +336,13 @@ class Lab:
             raise InvalidStateError("restart_server needs a started lab that is not closed")
         old = self.server
         await old.close()
-        self.events.add("", "", "server-stopped", old.url)
+        self.event_log.add("", "", "server-stopped", old.url)
         if down_s > 0:
             await asyncio.sleep(down_s)
         new = SignalingServer(old.host, old.port, **self._server_settings(self._server_options))
         await new.start()
         self.server = new
-        self.events.add("", "", "server-started", new.url)
+        self.event_log.add("", "", "server-started", new.url)
         return new
 
     async def wait_connected(self, timeout: float = 15.0) -> None:
@@ -353,17 +355,20 @@ class Lab:
         except TimeoutError:
             raise LabTimeoutError(f"lab peers not all connected within {timeout} s") from None
 
+    # The tables as DataFrames, one method per table, named after it (their feeds, for
+    # following new rows: lab.sampler.stats/.rtt/.links, lab.event_log).
+
     def stats(self) -> pd.DataFrame:
         """Every stats row sampled so far (see :mod:`webrtclab.stats` for columns)."""
-        return self.sampler.to_dataframe()
+        return self.sampler.stats.dataframe()
 
     def browser_stats(self) -> pd.DataFrame:
         """Every numeric libwebrtc metric of the browser peers, long format
         (``time_s, peer, remote, type, id, kind, metric, value``; see
         :mod:`webrtclab.browser`): ``availableOutgoingBitrate``, ``framesDropped``..."""
-        return raw_dataframe(row for b in self.browsers.values() for row in b.raw_rows)
+        return BROWSER_STATS.frame(row for b in self.browsers.values() for row in b.raw_rows)
 
-    def rtt_samples(self) -> pd.DataFrame:
+    def rtt(self) -> pd.DataFrame:
         """The RTT of every RTCP report each aiortc peer got, unsmoothed.
 
         ``stats()["rtt_ms"]`` is aiortc's ``roundTripTime``, an average that keeps 85 %
@@ -371,14 +376,16 @@ class Lab:
         follow a change; these samples follow it at the next report.  Columns:
         ``time_s, peer, remote, kind, rtt_ms``.
         """
-        return rtt_dataframe(RttJournal().take(self.peers.values()))
+        self.sampler.take_rtt()
+        return self.sampler.rtt.dataframe()
 
-    def events_frame(self) -> pd.DataFrame:
-        return self.events.to_dataframe()
+    def events(self) -> pd.DataFrame:
+        """The events table: connection states, selected paths, joins, link changes..."""
+        return self.event_log.dataframe()
 
     def links(self) -> pd.DataFrame:
         """The link log: per-direction counters and conditions, sampled with the stats."""
-        return self.sampler.links_dataframe()
+        return self.sampler.links.dataframe()
 
     def set_link(
         self, src: str, dst: str, conditions: LinkConditions, *, both: bool = False
@@ -387,7 +394,7 @@ class Lab:
         if self.network is None:
             raise ConfigurationError("this lab has no network emulator: create it with link=")
         self.network.set_conditions(src, dst, conditions, both=both)
-        self.events.add(src, dst, "link-change", repr(conditions))
+        self.event_log.add(src, dst, "link-change", repr(conditions))
 
     async def close(self) -> None:
         """Stop sampling, close every peer, then the server; safe to call twice.

@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["Member", "StatsRow"]
 
-StatsRow = tuple[Any, ...]
+StatsRow = tuple[Any, ...]  # a webrtclab.tables.StatsRow, or a plain tuple of its fields
 
 
 @runtime_checkable
@@ -38,7 +39,7 @@ class Member(Protocol):
         """The raw statistics reports of every connection, now."""
         ...
 
-    def stats_rows(self, raw: Any, now: float) -> list[StatsRow]:
+    def stats_rows(self, raw: Any, now: float) -> Sequence[StatsRow]:
         """Rows of the stats table from what :meth:`collect_stats` returned."""
         ...
 

@@ -305,9 +305,7 @@ class Negotiator:
         ours = self.offers_to(remote)
         if ours:
             actions += self._schedule(remote)
-        actions.append(
-            Log(remote, "reestablish", "will offer" if ours else "waiting for an offer")
-        )
+        actions.append(Log(remote, "reestablish", "will offer" if ours else "waiting for an offer"))
         return actions
 
     def offer_due(self, remote: str) -> list[Action]:

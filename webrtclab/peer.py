@@ -39,7 +39,6 @@ from .events import EventLog
 from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError, SignalingError
 from .loopback import LOOPBACK, REAL_INTERFACES
 from .media import SYNTHETIC_SOURCES, FramePacer, MediaSpec, open_media, synthetic_video
-from .member import StatsRow
 from .negotiation import (
     Action,
     AddCandidate,
@@ -64,6 +63,7 @@ from .session import (
 from .signaling import messages as m
 from .signaling.client import Backoff, SignalingClient
 from .stats import SessionStats
+from .tables import StatsRow
 
 __all__ = ["CHAT_HIGH_WATER", "CURSOR_HIGH_WATER", "Peer", "PeerSession"]
 

@@ -111,7 +111,7 @@ def plot_cdf(
     """Empirical CDFs of one column (frame latency by default) across results.
 
     ``results`` maps names to results (their ``table`` is used) or straight to
-    DataFrames (a live lab's ``quality.messages_dataframe()``, for instance).
+    DataFrames (a live lab's ``quality.messages.dataframe()``, for instance).
     """
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()

@@ -49,83 +49,39 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import av
 import numpy as np
-import pandas as pd
 
 from .browser import BrowserPeer
 from .events import LabClock
 from .exceptions import ConfigurationError
 from .media import Stamp, luma_plane, read_stamp
 from .peer import Peer, PeerSession
+from .tables import FRAMES, MESSAGES, Feed, FrameRow, MessageRow
 from .viewer import Scores, Screen, displayed_means, psnr
 
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = [
-    "FRAME_COLUMNS",
-    "MESSAGE_COLUMNS",
-    "QualityMonitor",
-    "frames_to_dataframe",
-    "messages_to_dataframe",
-]
+__all__ = ["BATCH_ROWS", "BATCH_S", "FRAME_COLUMNS", "MESSAGE_COLUMNS", "QualityMonitor"]
 
 logger = logging.getLogger(__name__)
 
-FRAME_COLUMNS = [
-    "time_s",
-    "peer",
-    "remote",
-    "frame",
-    "latency_ms",
-    "psnr_db",
-    "interval_ms",
-    "freeze",
-    "displayed_psnr_db",
-    "displayed_ssim",
-    "displayed_frames",
-]
-MESSAGE_COLUMNS = ["time_s", "peer", "remote", "channel", "seq", "latency_ms", "in_order"]
-_FRAME_DTYPES = {
-    "time_s": "float64",
-    "peer": "string",
-    "remote": "string",
-    "frame": "Int64",
-    "latency_ms": "float64",
-    "psnr_db": "float64",
-    "interval_ms": "float64",
-    "freeze": "bool",
-    "displayed_psnr_db": "float64",
-    "displayed_ssim": "float64",
-    "displayed_frames": "Int64",
-}
-_MESSAGE_DTYPES = {
-    "time_s": "float64",
-    "peer": "string",
-    "remote": "string",
-    "channel": "string",
-    "seq": "Int64",
-    "latency_ms": "float64",
-    "in_order": "boolean",
-}
+FRAME_COLUMNS = FRAMES.columns
+MESSAGE_COLUMNS = MESSAGES.columns
 
 # webrtc-stats freezeCount: the average frame duration is over the last 30 frames;
 # as libwebrtc, judge from the 5th interval on.
 FREEZE_WINDOW = 30
 FREEZE_MIN_INTERVALS = 5
 FREEZE_MIN_INCREASE_MS = 150.0
-# Rows go to the callbacks in batches of this many, or this old.
+# Rows go to subscribers in batches of this many, or this old.
 BATCH_ROWS = 50
 BATCH_S = 0.5
-
-FrameRow = tuple[float, str, str, int | None, float, float, float, bool, float, float, int]
-MessageRow = tuple[float, str, str, str, int | None, float, bool | None]
-RowsCallback = Callable[[list[tuple[Any, ...]]], None]
 
 
 class FrameSender(Protocol):
@@ -157,34 +113,6 @@ class _Channel:
     max_seq: int | None = None
 
 
-class _Batch:
-    """Rows waiting for a callback."""
-
-    def __init__(self, callback: RowsCallback | None) -> None:
-        self.callback = callback
-        self.rows: list[tuple[Any, ...]] = []
-        self.since = 0.0
-
-    def add(self, row: tuple[Any, ...], now: float) -> None:
-        if self.callback is None:
-            return
-        if not self.rows:
-            self.since = now
-        self.rows.append(row)
-        if len(self.rows) >= BATCH_ROWS or now - self.since >= BATCH_S:
-            self.flush()
-
-    def flush(self) -> None:
-        rows, self.rows = self.rows, []
-        if rows and self.callback is not None:
-            try:
-                self.callback(rows)
-            except Exception:
-                # A journal that fails must not stop the measurement (nor the
-                # session's frame consumer that calls us).
-                logger.exception("quality rows callback failed; %d rows not delivered", len(rows))
-
-
 class QualityMonitor:
     """Measures received video and data-channel quality at every peer of a lab.
 
@@ -194,8 +122,9 @@ class QualityMonitor:
         clock (the default, for a lab or for peers that share one).
     :param psnr_every: compute PSNR on every Nth frame of each stream (0: never).
     :param freeze_ms: a fixed freeze threshold instead of the W3C rule.
-    :param on_frame_rows: called with new frame rows, in small batches.
-    :param on_message_rows: called with new message rows, in small batches.
+
+    Rows go to two feeds (:mod:`webrtclab.tables`), :attr:`frames` and
+    :attr:`messages`, whose subscribers get them in small batches.
     """
 
     def __init__(
@@ -205,8 +134,6 @@ class QualityMonitor:
         clock: LabClock | Callable[[], float] | None = None,
         psnr_every: int = 1,
         freeze_ms: float | None = None,
-        on_frame_rows: RowsCallback | None = None,
-        on_message_rows: RowsCallback | None = None,
     ) -> None:
         if isinstance(psnr_every, bool) or not isinstance(psnr_every, int) or psnr_every < 0:
             raise ConfigurationError(f"psnr_every must be an integer >= 0, got {psnr_every!r}")
@@ -214,10 +141,8 @@ class QualityMonitor:
             raise ConfigurationError(f"freeze_ms must be positive, got {freeze_ms!r}")
         self.psnr_every = psnr_every
         self.freeze_ms = freeze_ms
-        self.frame_rows: list[FrameRow] = []
-        self.message_rows: list[MessageRow] = []
-        self._frame_batch = _Batch(on_frame_rows)
-        self._message_batch = _Batch(on_message_rows)
+        self.frames: Feed[FrameRow] = Feed(FRAMES, batch_rows=BATCH_ROWS, batch_s=BATCH_S)
+        self.messages: Feed[MessageRow] = Feed(MESSAGES, batch_rows=BATCH_ROWS, batch_s=BATCH_S)
         self._streams: dict[tuple[str, str], _VideoStream] = {}
         self._channels: dict[tuple[str, str, str], _Channel] = {}
         self._handlers: dict[Peer, Callable[[str, str, Any], None]] = {}
@@ -249,7 +174,7 @@ class QualityMonitor:
             self._attach(member)
 
     def __repr__(self) -> str:
-        return f"QualityMonitor({len(self._handlers)} peers, {len(self.frame_rows)} frames)"
+        return f"QualityMonitor({len(self._handlers)} peers, {len(self.frames.rows)} frames)"
 
     # --- attaching -------------------------------------------------------------------------
 
@@ -289,9 +214,9 @@ class QualityMonitor:
         self.flush()
 
     def flush(self) -> None:
-        """Deliver batched rows to the callbacks now."""
-        self._frame_batch.flush()
-        self._message_batch.flush()
+        """Deliver batched rows to the subscribers now."""
+        self.frames.flush()
+        self.messages.flush()
 
     # --- video -----------------------------------------------------------------------------
 
@@ -376,7 +301,7 @@ class QualityMonitor:
         if stamp is not None:
             number = stamp.frame if index is None else index
             latency_ms = _latency_ms(now, stamp)
-        row: FrameRow = (
+        row = FrameRow(
             now,
             receiver,
             remote,
@@ -389,8 +314,7 @@ class QualityMonitor:
             scores.ssim,
             scores.frames,
         )
-        self.frame_rows.append(row)
-        self._frame_batch.add(row, now)
+        self.frames.extend([row], now)
 
     def _is_freeze(self, stream: _VideoStream, interval_ms: float) -> bool:
         if math.isnan(interval_ms):
@@ -433,19 +357,11 @@ class QualityMonitor:
                 in_order = seq > channel.max_seq
                 channel.first_seq = min(channel.first_seq, seq)
                 channel.max_seq = max(channel.max_seq, seq)
-        row: MessageRow = (now, peer.user_id, remote, label, seq, latency_ms, in_order)
-        self.message_rows.append(row)
-        self._message_batch.add(row, now)
+        self.messages.extend(
+            [MessageRow(now, peer.user_id, remote, label, seq, latency_ms, in_order)], now
+        )
 
     # --- results ---------------------------------------------------------------------------
-
-    def frames_dataframe(self) -> pd.DataFrame:
-        """The frame rows as a DataFrame with :data:`FRAME_COLUMNS`."""
-        return frames_to_dataframe(self.frame_rows)
-
-    def messages_dataframe(self) -> pd.DataFrame:
-        """The message rows as a DataFrame with :data:`MESSAGE_COLUMNS`."""
-        return messages_to_dataframe(self.message_rows)
 
     def summary(self) -> dict[str, float]:
         """Headline numbers over everything recorded so far (NaN where there is no data).
@@ -457,17 +373,17 @@ class QualityMonitor:
         missing between each stream's first and last received), ``chat_delivered``,
         ``chat_in_order`` (1 or 0), and ``frames`` (rows).
         """
-        rows = self.frame_rows
-        latency = np.array([r[4] for r in rows], dtype=np.float64)
-        psnr = np.array([r[5] for r in rows], dtype=np.float64)
-        freezes = [r[6] for r in rows if r[7]]
+        rows = self.frames.rows
+        latency = np.array([r.latency_ms for r in rows], dtype=np.float64)
+        psnr = np.array([r.psnr_db for r in rows], dtype=np.float64)
+        freezes = [r.interval_ms for r in rows if r.freeze]
         fps = [
             (s.frames - 1) / (s.last_s - s.first_s)
             for s in self._streams.values()
             if s.frames > 1 and s.last_s > s.first_s
         ]
-        cursors = [r for r in self.message_rows if r[3] == "cursors"]
-        chat = [r for r in self.message_rows if r[3] == "chat"]
+        cursors = [r for r in self.messages.rows if r.channel == "cursors"]
+        chat = [r for r in self.messages.rows if r.channel == "chat"]
         expected = received = 0
         for (_, _, label), channel in self._channels.items():
             if label == "cursors" and channel.max_seq is not None:
@@ -483,29 +399,19 @@ class QualityMonitor:
             "freeze_total_s": float(sum(freezes)) / 1000,
             "psnr_db_mean": _mean(psnr[np.isfinite(psnr)]),
             **displayed_means(
-                np.array([r[8] for r in rows], dtype=np.float64),
-                np.array([r[9] for r in rows], dtype=np.float64),
-                np.array([r[10] for r in rows], dtype=np.float64),
+                np.array([r.displayed_psnr_db for r in rows], dtype=np.float64),
+                np.array([r.displayed_ssim for r in rows], dtype=np.float64),
+                np.array([r.displayed_frames for r in rows], dtype=np.float64),
             ),
             "cursor_latency_ms_p50": _percentile(
-                np.array([r[5] for r in cursors], dtype=np.float64), 50
+                np.array([r.latency_ms for r in cursors], dtype=np.float64), 50
             ),
             "cursor_loss_fraction": 1 - received / expected if expected else math.nan,
             "chat_delivered": float(len(chat)),
-            "chat_in_order": float(all(r[6] is not False for r in chat)) if chat else math.nan,
+            "chat_in_order": float(all(r.in_order is not False for r in chat))
+            if chat
+            else math.nan,
         }
-
-
-def frames_to_dataframe(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
-    """Frame rows as a DataFrame with :data:`FRAME_COLUMNS` and stable dtypes."""
-    frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=FRAME_COLUMNS)
-    return frame.astype(_FRAME_DTYPES)
-
-
-def messages_to_dataframe(rows: Iterable[Sequence[Any]]) -> pd.DataFrame:
-    """Message rows as a DataFrame with :data:`MESSAGE_COLUMNS` and stable dtypes."""
-    frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=MESSAGE_COLUMNS)
-    return frame.astype(_MESSAGE_DTYPES)
 
 
 def _latency_ms(now: float, stamp: Stamp) -> float:

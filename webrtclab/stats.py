@@ -49,17 +49,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from ._tasks import cancel_and_wait
 from .compat.aiortc import media_stream_stats, negotiated_codecs
 from .events import LabClock
 from .exceptions import ConfigurationError
 from .member import Member
+from .tables import LINKS, RTT, STATS, Feed, LinkRow, RttRow, StatsRow
 
 if TYPE_CHECKING:
     from .netem.relay import Network
-    from .peer import Peer, PeerSession
+    from .session import PeerSession
 
 __all__ = [
     "RTT_COLUMNS",
@@ -71,54 +70,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATS_COLUMNS = [
-    "time_s",
-    "peer",
-    "remote",
-    "direction",
-    "kind",
-    "bitrate_kbps",
-    "rtt_ms",
-    "loss_fraction",
-    "jitter_ms",
-    "frames_per_s",
-    "candidate_type",
-    "packets",
-    "packets_lost",
-    "bytes",
-    "frames",
-    "target_kbps",
-    "rtx_kbps",
-    "wire_kbps",
-    "estimate_kbps",
-]
-_DTYPES = {
-    "time_s": "float64",
-    "peer": "string",
-    "remote": "string",
-    "direction": "string",
-    "kind": "string",
-    "bitrate_kbps": "float64",
-    "rtt_ms": "float64",
-    "loss_fraction": "float64",
-    "jitter_ms": "float64",
-    "frames_per_s": "float64",
-    "candidate_type": "string",
-    "packets": "int64",
-    "packets_lost": "int64",
-    "bytes": "int64",
-    "frames": "int64",
-    "target_kbps": "float64",
-    "rtx_kbps": "float64",
-    "wire_kbps": "float64",
-    "estimate_kbps": "float64",
-}
-# lab.rtt_samples() and the results' "rtt" table: one row per RTCP report, unsmoothed.
-RTT_COLUMNS = ["time_s", "peer", "remote", "kind", "rtt_ms"]
+STATS_COLUMNS = STATS.columns
+# lab.rtt() and the results' "rtt" table: one row per RTCP report, unsmoothed.
+RTT_COLUMNS = RTT.columns
 DEFAULT_CLOCK_RATES = {"audio": 48000, "video": 90000}
 NAN = math.nan
-
-Row = tuple[Any, ...]
 
 
 @dataclass
@@ -159,7 +115,7 @@ def session_rows(
     report: Any,
     now: float,
     previous: dict[tuple[str, str], _Previous],
-) -> list[Row]:
+) -> list[StatsRow]:
     """Turn one getStats report of ``session`` into rows; ``previous`` keeps the deltas."""
     rates = _clock_rates(session)
     sums: dict[tuple[str, str], dict[str, float]] = {}
@@ -186,7 +142,7 @@ def session_rows(
             remote_in[kind] = stat
     path = session.selected_path()
     candidate_type = path[0] if path is not None else None  # <NA>: no pair selected yet
-    rows: list[Row] = []
+    rows: list[StatsRow] = []
     for (direction, kind), acc in sorted(sums.items()):
         counter = session.counters[(direction, kind)]
         prev = previous.get((direction, kind)) or _Previous(time_s=session.created_s)
@@ -220,7 +176,7 @@ def session_rows(
             loss = max(0.0, (lost - prev.lost) / expected) if expected > 0 else NAN
             jitter = acc["jitter"] / rates[kind] * 1000
         rows.append(
-            (
+            StatsRow(
                 now,
                 session.peer.user_id,
                 session.remote,
@@ -249,20 +205,21 @@ def session_rows(
 
 
 class RttJournal:
-    """Hands out the RTT samples of the peers' sessions, each once (incremental writers)."""
+    """Hands out the RTT samples of the peers' sessions, each once (for the ``rtt`` feed)."""
 
     def __init__(self) -> None:
         self._taken: weakref.WeakKeyDictionary[PeerSession, int] = weakref.WeakKeyDictionary()
 
-    def take(self, peers: Iterable[Peer]) -> list[Row]:
-        """Rows (:data:`RTT_COLUMNS`) of the samples not taken before."""
-        rows: list[Row] = []
-        for peer in list(peers):
-            for remote, session in list(peer.sessions.items()):
+    def take(self, members: Iterable[Any]) -> list[RttRow]:
+        """Rows of the samples not taken before, from the members that have sessions."""
+        rows: list[RttRow] = []
+        for member in list(members):
+            sessions: dict[str, PeerSession] = getattr(member, "sessions", {})
+            for remote, session in list(sessions.items()):
                 start = self._taken.get(session, 0)
                 fresh = session.rtt_samples[start:]
                 self._taken[session] = start + len(fresh)
-                rows.extend((t, peer.user_id, remote, kind, rtt) for t, kind, rtt in fresh)
+                rows.extend(RttRow(t, member.user_id, remote, k, rtt) for t, k, rtt in fresh)
         return rows
 
 
@@ -290,36 +247,24 @@ class SessionStats:
                 collected.append((session, report))
         return collected
 
-    def rows(self, collected: Iterable[tuple[PeerSession, Any]], now: float) -> list[Row]:
+    def rows(self, collected: Iterable[tuple[PeerSession, Any]], now: float) -> list[StatsRow]:
         """Stats rows of what :meth:`collect` returned, sampled at ``now``."""
-        rows: list[Row] = []
+        rows: list[StatsRow] = []
         for session, report in collected:
             previous = self._previous.setdefault(session, {})
             rows.extend(session_rows(session, report, now, previous))
         return rows
 
 
-def rtt_dataframe(rows: Iterable[Row]) -> pd.DataFrame:
-    """RTT sample rows as a DataFrame sorted by time."""
-    frame = pd.DataFrame.from_records(list(rows), columns=RTT_COLUMNS)
-    frame = frame.astype(
-        {"time_s": "float64", "peer": "string", "remote": "string", "kind": "string"}
-    )
-    return frame.astype({"rtt_ms": "float64"}).sort_values("time_s", ignore_index=True)
-
-
-def to_dataframe(rows: Iterable[Row]) -> pd.DataFrame:
-    """Rows as a DataFrame with :data:`STATS_COLUMNS` and stable dtypes."""
-    frame = pd.DataFrame.from_records(list(rows), columns=STATS_COLUMNS)
-    return frame.astype(_DTYPES)
-
-
 class StatsSampler:
     """Samples every member (aiortc and browser peers alike) every ``interval`` seconds.
 
-    :param members: the members, or a callable returning them (members come and go);
-        every report of one sample is gathered first, so all its rows share one time.
-    :param on_rows: called with each batch of new rows (also :meth:`subscribe`).
+    Each sample extends three feeds (see :mod:`webrtclab.tables`), all on one clock:
+    :attr:`stats` (every member's rows, sharing the sample's time), :attr:`rtt` (the
+    RTCP reports' round-trip times since the last sample) and, with a ``network``,
+    :attr:`links` (its counters and conditions, so plots show cause and effect).
+
+    :param members: the members, or a callable returning them (members come and go).
     """
 
     def __init__(
@@ -328,59 +273,42 @@ class StatsSampler:
         *,
         interval: float = 0.5,
         clock: LabClock | None = None,
-        on_rows: Callable[[list[Row]], None] | None = None,
         network: Network | None = None,
-        on_link_rows: Callable[[list[Row]], None] | None = None,
     ) -> None:
         if not 0.01 <= interval <= 3600:
             raise ConfigurationError(f"stats interval must be in [0.01, 3600] s, got {interval}")
         self._members = members if callable(members) else (lambda m=list(members): m)
         self.interval = interval
         self.clock = clock or LabClock()
-        self._row_callbacks: list[Callable[[list[Row]], None]] = [on_rows] if on_rows else []
-        self.rows: list[Row] = []
         self.network = network
-        self.on_link_rows = on_link_rows
-        self.link_rows: list[Row] = []
+        self.stats: Feed[StatsRow] = Feed(STATS)
+        self.rtt: Feed[RttRow] = Feed(RTT)
+        self.links: Feed[LinkRow] = Feed(LINKS)
+        self._rtt = RttJournal()
         self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self, callback: Callable[[list[Row]], None]) -> Callable[[], None]:
-        """Call ``callback`` with each batch of new rows; returns the unsubscribe function."""
-        self._row_callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._row_callbacks:
-                self._row_callbacks.remove(callback)
-
-        return unsubscribe
-
-    async def sample(self) -> list[Row]:
-        """Take one sample of every member now and return its rows."""
+    async def sample(self) -> list[StatsRow]:
+        """Take one sample of every member now and return its stats rows."""
         members = list(self._members())
         raws = await asyncio.gather(
             *(member.collect_stats() for member in members), return_exceptions=True
         )
         now = self.clock.now()
-        rows: list[Row] = []
+        rows: list[StatsRow] = []
         for member, raw in zip(members, raws, strict=True):
             if isinstance(raw, BaseException):
                 logger.debug("stats of %r failed: %s", member, raw)
                 continue
-            rows.extend(member.stats_rows(raw, now))
-        self.rows.extend(rows)
-        if rows:
-            for callback in list(self._row_callbacks):
-                try:
-                    callback(rows)
-                except Exception:  # one failing consumer must not starve the others
-                    logger.exception("%r: a row subscriber failed", self)
+            rows.extend(StatsRow(*row) for row in member.stats_rows(raw, now))
+        self.stats.extend(rows)
+        self.rtt.extend(self._rtt.take(members))
         if self.network is not None:
-            # Link counters and conditions on the same clock, so plots show cause and effect.
-            link_rows = self.network.link_rows(now)
-            self.link_rows.extend(link_rows)
-            if self.on_link_rows is not None and link_rows:
-                self.on_link_rows(link_rows)
+            self.links.extend(self.network.link_rows(now))
         return rows
+
+    def take_rtt(self) -> None:
+        """Move the RTT samples reported since the last sample into :attr:`rtt` now."""
+        self.rtt.extend(self._rtt.take(self._members()))
 
     def start(self) -> None:
         """Start sampling in the background (idempotent)."""
@@ -403,13 +331,3 @@ class StatsSampler:
         """Stop sampling; safe to call twice."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """Every row sampled so far."""
-        return to_dataframe(self.rows)
-
-    def links_dataframe(self) -> pd.DataFrame:
-        """Every link-log row sampled so far (see :data:`webrtclab.netem.LINK_COLUMNS`)."""
-        from .netem.relay import LINK_COLUMNS
-
-        return pd.DataFrame.from_records(self.link_rows, columns=LINK_COLUMNS)

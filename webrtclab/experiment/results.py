@@ -29,7 +29,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -38,26 +38,16 @@ from typing import IO, Any
 import msgspec
 import pandas as pd
 
-from ..events import EVENT_COLUMNS
 from ..exceptions import ConfigurationError
-from ..netem.relay import LINK_COLUMNS
-from ..quality import FRAME_COLUMNS, MESSAGE_COLUMNS, frames_to_dataframe, messages_to_dataframe
-from ..stats import RTT_COLUMNS, STATS_COLUMNS, rtt_dataframe
-from ..stats import to_dataframe as stats_dataframe
+from ..tables import SCHEMAS, Feed
 
 __all__ = ["Result", "ResultWriter", "TABLES", "load"]
 
 logger = logging.getLogger(__name__)
 
 
-TABLES: dict[str, list[str]] = {
-    "stats": STATS_COLUMNS,
-    "links": LINK_COLUMNS,
-    "events": EVENT_COLUMNS,
-    "frames": FRAME_COLUMNS,
-    "messages": MESSAGE_COLUMNS,
-    "rtt": RTT_COLUMNS,
-}
+#: the columns of every table of a result folder (declared in :mod:`webrtclab.tables`)
+TABLES: dict[str, list[str]] = {name: schema.columns for name, schema in SCHEMAS.items()}
 COMPACT_EVERY_S = 5.0
 _encoder = msgspec.json.Encoder()
 _VERSIONED = ("webrtclab", "aiortc", "aioice", "av", "aiohttp", "numpy", "pandas", "pyarrow")
@@ -84,17 +74,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _frame(table: str, rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
-    """Rows of ``table`` as a DataFrame, with the dtypes its owning module gives it."""
-    if table == "stats":
-        return stats_dataframe([tuple(row) for row in rows])
-    if table == "frames":
-        return frames_to_dataframe(rows)
-    if table == "messages":
-        return messages_to_dataframe(rows)
-    if table == "rtt":
-        return rtt_dataframe([tuple(row) for row in rows])
-    frame = pd.DataFrame.from_records([tuple(row) for row in rows], columns=TABLES[table])
-    return frame.astype({"time_s": "float64"})
+    """Rows of ``table`` as a DataFrame with its declared dtypes."""
+    return SCHEMAS[table].frame(rows)
 
 
 class ResultWriter:
@@ -166,6 +147,15 @@ class ResultWriter:
         if time.monotonic() - self._last_compact >= self.compact_every_s:
             self.compact()
 
+    def follow(self, feed: Feed[Any]) -> Callable[[], None]:
+        """Journal the rows of ``feed`` (a table of the same name) as they come.
+
+        Returns the unsubscribe function.
+        """
+        if feed.schema.name not in self.rows:
+            raise ConfigurationError(f"unknown result table {feed.schema.name!r}")
+        return feed.subscribe(lambda rows: self.append(feed.schema.name, rows))
+
     def compact(self) -> None:
         """Rewrite every table's Parquet file from the rows so far (atomically)."""
         self._last_compact = time.monotonic()
@@ -231,7 +221,7 @@ class Result:
     frames: pd.DataFrame
     messages: pd.DataFrame
     # The RTT of every RTCP report (stats' rtt_ms is aiortc's smoothed value).
-    rtt: pd.DataFrame = field(default_factory=lambda: rtt_dataframe([]))
+    rtt: pd.DataFrame = field(default_factory=lambda: SCHEMAS["rtt"].frame())
     recordings: list[Path] = field(default_factory=list)
 
     @property

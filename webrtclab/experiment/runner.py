@@ -17,7 +17,7 @@ from ..lab import TURN_NODE, Lab
 from ..netem.conditions import LinkConditions
 from ..netem.relay import Network
 from ..quality import QualityMonitor
-from ..stats import STATS_COLUMNS, RttJournal
+from ..tables import StatsRow
 from .results import Result, ResultWriter, load
 from .scenario import Scenario, load_scenario
 from .summary import summarize
@@ -61,15 +61,12 @@ async def _every(interval: float, action: Callable[[int], Awaitable[None] | None
         await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
-_COLUMN = {name: i for i, name in enumerate(STATS_COLUMNS)}
-
-
-def _live_summary(rows: list[tuple[Any, ...]]) -> str:
+def _live_summary(rows: list[StatsRow]) -> str:
     """RTT, receive bitrate and video frame rate of one stats sample, for a progress bar."""
-    rtts = [r[_COLUMN["rtt_ms"]] for r in rows if r[_COLUMN["direction"]] == "send"]
-    recv = [r for r in rows if r[_COLUMN["direction"]] == "recv"]
-    rates = [r[_COLUMN["bitrate_kbps"]] for r in recv]
-    fps = [r[_COLUMN["frames_per_s"]] for r in recv if r[_COLUMN["kind"]] == "video"]
+    rtts = [r.rtt_ms for r in rows if r.direction == "send"]
+    recv = [r for r in rows if r.direction == "recv"]
+    rates = [r.bitrate_kbps for r in recv]
+    fps = [r.frames_per_s for r in recv if r.kind == "video"]
 
     def mean(values: list[float]) -> float:
         finite = [v for v in values if v is not None and math.isfinite(v)]
@@ -100,27 +97,20 @@ async def run_scenario(
         turn=turn is not None,
         relay_only=turn is not None and turn.relay_only,
     )
-    lab.sampler.on_link_rows = lambda rows: writer.append("links", rows)
-    lab.events.listeners.append(lambda record: writer.append("events", [record]))
-    quality = QualityMonitor(
-        lab,
-        psnr_every=scenario.psnr_every,
-        freeze_ms=scenario.freeze_ms,
-        on_frame_rows=lambda rows: writer.append("frames", rows),
-        on_message_rows=lambda rows: writer.append("messages", rows),
-    )
+    quality = QualityMonitor(lab, psnr_every=scenario.psnr_every, freeze_ms=scenario.freeze_ms)
+    sampler = lab.sampler
+    for feed in (sampler.stats, sampler.rtt, sampler.links, lab.event_log):
+        writer.follow(feed)
+    writer.follow(quality.frames)
+    writer.follow(quality.messages)
+    latest: list[list[StatsRow]] = [[]]  # the last sample's rows, for the progress bar
 
-    rtt = RttJournal()
-    latest: list[list[tuple[Any, ...]]] = [[]]  # the last sample's rows, for the progress bar
-
-    def on_stats(rows: list[tuple[Any, ...]]) -> None:
+    def on_stats(rows: list[StatsRow]) -> None:
         latest[0] = rows
-        writer.append("stats", rows)
-        writer.append("rtt", rtt.take(lab.peers.values()))
         # Journal quality rows at every sample too, so a SIGKILL loses no more of them.
         quality.flush()
 
-    lab.sampler.subscribe(on_stats)
+    sampler.stats.subscribe(on_stats)
     status, error = "failed", None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -130,7 +120,7 @@ async def run_scenario(
                     spec.name, media=spec.media, congestion_control=spec.congestion_control
                 )
             await lab.wait_connected()
-            lab.events.add("", "", "call-start", scenario.name)
+            lab.event_log.add("", "", "call-start", scenario.name)
             start = lab.clock.now()
             for record in scenario.records:
                 peer = lab.peers[record.peer]
@@ -181,7 +171,7 @@ async def run_scenario(
                         if task.done() and task.exception() is not None:
                             raise task.exception()  # type: ignore[misc]
             await cancel_and_wait(*tasks)
-            lab.events.add("", "", "call-end", scenario.name)
+            lab.event_log.add("", "", "call-end", scenario.name)
         status = "completed"
     except (asyncio.CancelledError, KeyboardInterrupt):
         status = "interrupted"

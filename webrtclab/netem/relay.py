@@ -50,6 +50,7 @@ from ..exceptions import ConfigurationError, InvalidStateError
 from ..sdp import is_loopback, parse_candidate
 from ..signaling import messages as m
 from ..signaling.rooms import Relayed
+from ..tables import LINKS, LinkRow
 from .conditions import LinkConditions, Schedule
 from .link import LinkModel
 
@@ -66,26 +67,7 @@ EARLY_WAKE_S = 0.0015
 RELEASE_SLICE_S = 0.002
 SOCKET_BUFFER = 1 << 20
 
-LINK_COLUMNS = [
-    "time_s",
-    "src",
-    "dst",
-    "packets_in",
-    "delivered",
-    "dropped_loss",
-    "dropped_burst",
-    "dropped_queue",
-    "dropped_outage",
-    "duplicated",
-    "bytes_in",
-    "bytes_delivered",
-    "queue_delay_mean_ms",
-    "queue_delay_max_ms",
-    "delay_ms",
-    "jitter_ms",
-    "loss",
-    "rate_kbps",
-]
+LINK_COLUMNS = LINKS.columns
 
 
 class _Proxy(asyncio.DatagramProtocol):
@@ -510,7 +492,7 @@ class Network:
 
     # --- observability ----------------------------------------------------------------------
 
-    def link_rows(self, now: float | None = None) -> list[tuple[Any, ...]]:
+    def link_rows(self, now: float | None = None) -> list[LinkRow]:
         """One row per link direction: counters so far and the conditions in force."""
         now = self.clock.now() if now is None else now
         rows = []
@@ -526,7 +508,7 @@ class Network:
                     elapsed_ms = max((now - model.start_time) * 1000, 1.0)
                     rate = trace.rate_kbps_between(max(0.0, elapsed_ms - 1000), elapsed_ms)
                 rows.append(
-                    (
+                    LinkRow(
                         now,
                         src,
                         dst,

@@ -14,17 +14,14 @@ import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import av
+
+from ..tables import FrameRow, StatsRow
 
 __all__ = ["LiveStats", "Readout", "frame_jpeg"]
 
 NAN = math.nan
-# Indices into a stats row (webrtclab.stats.STATS_COLUMNS) and a frame row
-# (webrtclab.quality.FRAME_COLUMNS).
-_T, _PEER, _REMOTE, _DIR, _KIND, _KBPS, _RTT, _LOSS, _JITTER, _FPS, _CAND, _PACKETS = range(12)
-_F_LATENCY = 4
 # Frame latency in the readout: the median over this many most recent seconds.
 LATENCY_SPAN_S = 1.0
 LATENCY_BIN_S = 0.25
@@ -72,46 +69,46 @@ class LiveStats:
         self.now_s = 0.0
         self.version = 0  # bumped by every change: the panel redraws only when it moved
 
-    def add_stats(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def add_stats(self, rows: Sequence[StatsRow]) -> None:
         """Take new stats rows (video only; audio would hide the interesting line)."""
         for row in rows:
-            if row[_KIND] != "video":
+            if row.kind != "video":
                 continue
-            t = float(row[_T])
-            if row[_DIR] == "recv":
-                key = (row[_REMOTE], row[_PEER])
+            t = float(row.time_s)
+            if row.direction == "recv":
+                key = (row.remote, row.peer)
                 readout = self.readouts.get(key)
                 if readout is None:
                     continue
                 readout.time_s = t
-                readout.bitrate_kbps = float(row[_KBPS])
-                readout.loss_fraction = float(row[_LOSS])
-                readout.frames_per_s = float(row[_FPS])
-                readout.packets = int(row[_PACKETS])
+                readout.bitrate_kbps = float(row.bitrate_kbps)
+                readout.loss_fraction = float(row.loss_fraction)
+                readout.frames_per_s = float(row.frames_per_s)
+                readout.packets = int(row.packets)
                 series = self._series[key]
                 series.bitrate.append((t, readout.bitrate_kbps))
                 series.loss.append((t, readout.loss_fraction * 100))
             else:
                 # RTT is measured by the sender, from the receiver's reports.
-                key = (row[_PEER], row[_REMOTE])
+                key = (row.peer, row.remote)
                 readout = self.readouts.get(key)
-                if readout is None or math.isnan(row[_RTT]):
+                if readout is None or math.isnan(row.rtt_ms):
                     continue
-                readout.rtt_ms = float(row[_RTT])
+                readout.rtt_ms = float(row.rtt_ms)
                 self._series[key].rtt.append((t, readout.rtt_ms))
             self.now_s = max(self.now_s, t)
             self.version += 1
         self._prune()
 
-    def add_frames(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def add_frames(self, rows: Sequence[FrameRow]) -> None:
         """Take new frame rows of a :class:`~webrtclab.quality.QualityMonitor`."""
         touched = set()
         for row in rows:
-            key = (row[2], row[1])  # (sender, receiver)
-            latency = row[_F_LATENCY]
+            key = (row.remote, row.peer)  # (sender, receiver)
+            latency = row.latency_ms
             if key not in self._series or latency is None or math.isnan(latency):
                 continue
-            t = float(row[0])
+            t = float(row.time_s)
             self._series[key].latency.append((t, float(latency)))
             self.now_s = max(self.now_s, t)
             touched.add(key)

@@ -125,8 +125,11 @@ class LabPanel:
         self.monitor = monitor if monitor is not None else QualityMonitor(lab, psnr_every=0)
         a, b = self.peer_names
         self.live = LiveStats([(a, b), (b, a)], window_s=window_s)
-        self._stats_seen = len(lab.sampler.rows)
-        self._frames_seen = len(self.monitor.frame_rows)
+        # The live chart follows the stats and frame feeds (its readout as rows come).
+        self._unfollow = [
+            lab.sampler.stats.subscribe(self.live.add_stats),
+            self.monitor.frames.subscribe(self.live.add_frames),
+        ]
         self._drawn = -1
         self._previewed: dict[tuple[str, str], av.VideoFrame | None] = {}
         self._listeners: list[tuple[Peer, Callable[..., None], Callable[..., None]]] = []
@@ -453,12 +456,7 @@ class LabPanel:
 
     async def refresh(self) -> None:
         """Take the new rows and update the numbers, the plot and the previews now."""
-        rows = self.lab.sampler.rows
-        self.live.add_stats(rows[self._stats_seen :])
-        self._stats_seen = len(rows)
-        frames = self.monitor.frame_rows
-        self.live.add_frames(frames[self._frames_seen :])
-        self._frames_seen = len(frames)
+        self.monitor.flush()  # the frame rows batched so far
         self._show_readout()
         self._show_connection()
         if self.live.version != self._drawn:
@@ -573,6 +571,8 @@ class LabPanel:
     async def _close(self) -> None:
         self._closed = True
         self._unwatch()
+        for unfollow in self._unfollow:
+            unfollow()
         await cancel_and_wait(self._refresh_task, *self._tasks)
         errors: list[BaseException] = []
         try:
