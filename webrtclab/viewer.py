@@ -31,10 +31,14 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .media import stamp_band
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "PLAYOUT_WINDOW",
@@ -43,6 +47,7 @@ __all__ = [
     "Scores",
     "Screen",
     "displayed_means",
+    "displayed_summary",
     "psnr",
     "ssim",
 ]
@@ -258,3 +263,13 @@ def displayed_means(psnr_db: np.ndarray, ssim: np.ndarray, frames: np.ndarray) -
         total = weights[ok].sum()
         out[name] = float((values[ok] * weights[ok]).sum() / total) if total else math.nan
     return out
+
+
+def displayed_summary(frames: pd.DataFrame) -> dict[str, float]:
+    """:func:`displayed_means` of a frames table (its ``displayed_*`` columns)."""
+    return displayed_means(
+        *(
+            frames[column].to_numpy(np.float64, na_value=np.nan)
+            for column in ("displayed_psnr_db", "displayed_ssim", "displayed_frames")
+        )
+    )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..exceptions import ConfigurationError
+from ..viewer import displayed_summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -43,6 +44,7 @@ EVALUATION_METRICS: list[str] = [
     "frame_latency_ms_p95",
     "freezes",
     "psnr_db_mean",
+    "displayed_psnr_db_mean",
 ]
 _SENDER, _RECEIVER = "alice", "bob"
 
@@ -109,6 +111,7 @@ def cell_metrics(path: str | os.PathLike[str]) -> dict[str, float]:
             out["frame_latency_ms_p95"] = float(latency.quantile(0.95))
         out["freezes"] = float(frames["freeze"].fillna(False).astype(bool).sum())
         out["psnr_db_mean"] = float(frames["psnr_db"].replace(math.inf, math.nan).mean())
+        out["displayed_psnr_db_mean"] = displayed_summary(frames)["displayed_psnr_db_mean"]
     return out
 
 
@@ -200,7 +203,8 @@ def plot_evaluation(table: pd.DataFrame) -> Figure:
         ("loss_fraction", "loss at the link"),
         ("frame_latency_ms_p95", "p95 frame latency (ms)"),
         ("freezes", "freezes"),
-        ("psnr_db_mean", "mean PSNR (dB)"),
+        # What viewers saw (freezes count), rather than what was decoded.
+        ("displayed_psnr_db_mean", "displayed PSNR (dB)"),
     ]
     figure, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for ax, (column, label) in zip(axes.flat, metrics, strict=True):

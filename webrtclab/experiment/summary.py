@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
-from ..viewer import displayed_means
+from ..viewer import displayed_summary
 
 if TYPE_CHECKING:
     from .results import Result
@@ -101,13 +100,7 @@ def summarize(result: Result) -> dict[str, float]:
             out["frame_latency_ms_p95"] = _f(latency.quantile(0.95))
         out["freezes"] = _f(frames["freeze"].fillna(False).astype(bool).sum())
         out["psnr_db_mean"] = _f(frames["psnr_db"].replace(math.inf, math.nan).mean())
-        out.update(
-            displayed_means(
-                frames["displayed_psnr_db"].to_numpy(np.float64, na_value=np.nan),
-                frames["displayed_ssim"].to_numpy(np.float64, na_value=np.nan),
-                frames["displayed_frames"].to_numpy(np.float64, na_value=np.nan),
-            )
-        )
+        out.update(displayed_summary(frames))
     if not cursors.empty:
         out["cursor_latency_ms_p50"] = _f(cursors["latency_ms"].median())
         # Sequence numbers are per (sender, receiver): missing ones were lost.
