@@ -234,6 +234,7 @@ async def test_peer_bot_echoes_chat_and_sends_video() -> None:
             "r",
             "--user",
             "bot",
+            "--loopback-only",
             "--size",
             "160x120",
             "--duration",

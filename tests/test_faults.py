@@ -323,6 +323,7 @@ async def test_killed_or_frozen_peer_process_leaves_the_room(how: str) -> None:
             lab.room,
             "--user",
             "bot",
+            "--loopback-only",
             "--size",
             "96x64",
             "--duration",

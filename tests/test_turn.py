@@ -322,6 +322,7 @@ async def test_cli_serves_turn_to_invited_bots(monkeypatch: pytest.MonkeyPatch) 
             "--token",
             bot_token,
             "--relay-only",
+            "--loopback-only",
             "--size",
             "160x120",
         ) as bot:
