@@ -298,6 +298,7 @@ LAYERS: dict[str, int] = {
             "netem.link",
             "netem.presets",
             "netem.traces",
+            "netem.nat",
             "signaling",  # its __init__ loads server and client lazily
             "signaling.messages",
             "signaling.rooms",
@@ -316,6 +317,8 @@ LAYERS: dict[str, int] = {
             "signaling.client",
             "turn",
             "netem.relay",
+            "netem.natbox",
+            "stun",
             "loopback",
             "recording",
             "session",

@@ -52,6 +52,7 @@ from .negotiation import (
     ScheduleOffer,
     SettleLoss,
 )
+from .netem.natbox import NatBox
 from .recording import Recorder
 from .sdp import is_loopback
 from .session import (
@@ -108,6 +109,14 @@ class Peer(AsyncIOEventEmitter):
         transport-wide feedback, a pacer, bounded retransmissions), ``"remb"`` (aiortc
         as it ships), ``"none"`` (no adaptation), ``"fixed:<bps>"``, or a
         :class:`~webrtclab.cc.CongestionControl`.
+    :param nat: a :class:`~webrtclab.netem.natbox.NatBox` this peer sits behind:
+        ``host_addresses`` must then be private addresses of the box's network, its
+        ICE sockets send through the box and hear only what it lets in (see
+        :mod:`webrtclab.netem.natbox`).  :class:`~webrtclab.lab.Lab` sets this up
+        from ``nat="symmetric"`` and the like.
+    :param ice_check_retransmissions: how many times each STUN request of this peer's
+        ICE (connectivity checks included) is retransmitted before it fails; ``None``
+        keeps aioice's 6 (a check fails after 63.5 s), 2 fails it after 3.5 s.
     """
 
     def __init__(
@@ -124,6 +133,8 @@ class Peer(AsyncIOEventEmitter):
         reconnect: Backoff | None = Backoff(),
         reestablish: bool = True,
         congestion_control: str | CongestionControl | None = None,
+        nat: NatBox | None = None,
+        ice_check_retransmissions: int | None = None,
     ) -> None:
         super().__init__()
         if not user_id or len(user_id) > m.MAX_ID_LENGTH:
@@ -139,6 +150,17 @@ class Peer(AsyncIOEventEmitter):
                 f'peer "{user_id}" cannot be relay-only without a TURN server in ice_servers'
             )
         self.relay_only = relay_only
+        self.nat = self._check_nat(nat, host_addresses)
+        if ice_check_retransmissions is not None and (
+            isinstance(ice_check_retransmissions, bool)
+            or not isinstance(ice_check_retransmissions, int)
+            or not 0 <= ice_check_retransmissions <= 10
+        ):
+            raise ConfigurationError(
+                "ice_check_retransmissions must be an integer in 0-10 (or None), "
+                f"got {ice_check_retransmissions!r}"
+            )
+        self.ice_check_retransmissions = ice_check_retransmissions
         #: how this peer's connections adapt their send rate (see :mod:`webrtclab.cc`)
         self.congestion_control = parse_congestion_control(congestion_control)
         enable_transport_cc()
@@ -179,6 +201,25 @@ class Peer(AsyncIOEventEmitter):
 
     def __repr__(self) -> str:
         return f"Peer({self.user_id!r})"
+
+    def _check_nat(self, nat: object, host_addresses: tuple[str, ...] | None) -> NatBox | None:
+        if nat is None:
+            return None
+        if not isinstance(nat, NatBox):
+            raise ConfigurationError(
+                f'peer "{self.user_id}": nat must be a NatBox (a Lab takes preset names), '
+                f"got {nat!r}"
+            )
+        if (
+            not host_addresses
+            or REAL_INTERFACES in host_addresses
+            or not all(nat.reaches_directly((a, 0)) for a in host_addresses)
+        ):
+            raise ConfigurationError(
+                f'peer "{self.user_id}" is behind {nat!r}: it must gather on private '
+                f"addresses of {nat.private_network}, got host_addresses={host_addresses!r}"
+            )
+        return nat
 
     @property
     def roster(self) -> set[str]:

@@ -9,11 +9,12 @@ sessions; a session sees it only through :class:`SessionOwner`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import av
 from aiortc import (
@@ -31,7 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from ._tasks import cancel_and_wait
 from .bwe.loader import estimator_factory
 from .cc.control import CongestionControl, RateControl
-from .compat.aioice import gather_on, guard_checks, ice_connection
+from .compat.aioice import check_list, gather_on, guard_checks, ice_connection, ice_sockets
 from .compat.aiortc import (
     ConnectionHooks,
     encoder_target,
@@ -40,8 +41,11 @@ from .compat.aiortc import (
 )
 from .events import EventLog
 from .exceptions import ConfigurationError
-from .sdp import filter_candidates, parse_candidate, strip_transport_cc
+from .sdp import filter_candidates, parse_candidate, sdp_candidates, strip_transport_cc
 from .signaling import messages as m
+
+if TYPE_CHECKING:
+    from .netem.natbox import NatBox
 
 __all__ = [
     "CHAT_HIGH_WATER",
@@ -77,6 +81,9 @@ class SessionOwner(Protocol):
     congestion_control: CongestionControl
     echo_chat: bool
     frame_listeners: list[FrameListener]
+    #: the NAT box this peer sits behind, if any
+    nat: NatBox | None
+    ice_check_retransmissions: int | None
 
     def accepts_candidate(self, candidate: RTCIceCandidate) -> bool: ...
 
@@ -175,6 +182,10 @@ class PeerSession:
         self._seq = {"chat": 0, "cursors": 0}
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()
+        #: this side's candidates, as gathered (from its local description)
+        self.local_candidates: list[RTCIceCandidate] = []
+        #: seconds from the session's creation to ICE connected (None until then)
+        self.ice_time_s: float | None = None
         self._pending: list[RTCIceCandidate] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -267,9 +278,23 @@ class PeerSession:
             description = RTCSessionDescription(
                 sdp=strip_transport_cc(description.sdp), type=description.type
             )
-        with gather_on(self.peer.host_addresses):
+        peer = self.peer
+        sockets = (
+            ice_sockets(peer.nat, check_retransmissions=peer.ice_check_retransmissions)
+            if peer.nat is not None or peer.ice_check_retransmissions is not None
+            else contextlib.nullcontext()
+        )
+        with gather_on(peer.host_addresses), sockets:
             await self.pc.setLocalDescription(description)
         self.hooks.install()
+        self.local_candidates = sdp_candidates(self.pc.localDescription.sdp)
+        peer.events.add(
+            peer.user_id,
+            self.remote,
+            "ice-candidates",
+            # BUNDLE repeats the candidates in every media section: each once.
+            ", ".join(dict.fromkeys(f"{c.type} {c.ip}:{c.port}" for c in self.local_candidates)),
+        )
 
     def _guard_ice(self) -> None:
         """Ignore ICE checks that come from addresses this peer does not accept.
@@ -312,6 +337,8 @@ class PeerSession:
     async def _on_state(self) -> None:
         state = self.pc.connectionState
         self.peer.events.add(self.peer.user_id, self.remote, "connection-state", state)
+        if state in ("connected", "failed"):
+            self._log_checks(state)
         if state == "connected":
             path = self.selected_path()
             if path is not None:
@@ -325,6 +352,31 @@ class PeerSession:
         elif state == "failed":
             self.failed.set()
         self.peer.session_state_changed(self, state)
+
+    def _log_checks(self, state: str) -> None:
+        """Events for the end of ICE: each pair's check outcome and the time ICE took."""
+        events, user = self.peer.events, self.peer.user_id
+        elapsed = events.clock.now() - self.created_s
+        connection = ice_connection(getattr(self._dtls(), "transport", None))
+        if connection is not None:
+            checks = check_list(connection)
+            events.add(
+                user,
+                self.remote,
+                "ice-checks",
+                "; ".join(f"{a} {b} -> {c} {d}: {e}" for a, b, c, d, e in checks),
+            )
+        if state == "connected":
+            self.ice_time_s = elapsed
+            events.add(user, self.remote, "ice-connected", f"{elapsed:.3f} s")
+        else:
+            events.add(user, self.remote, "ice-failed", f"{elapsed:.3f} s")
+
+    def _dtls(self) -> Any:
+        for transceiver in self.pc.getTransceivers():
+            return transceiver.receiver.transport
+        sctp = self.pc.sctp
+        return sctp.transport if sctp is not None else None
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self.peer.events.add(self.peer.user_id, self.remote, "track", track.kind)
@@ -449,13 +501,34 @@ class PeerSession:
         return None
 
     def selected_path(self) -> tuple[str, str, str, str] | None:
-        """(local type, local address, remote type, remote address) of the nominated pair."""
+        """(local type, local address, remote type, remote address) of the nominated pair.
+
+        Behind a NAT, aioice reports the host candidate the packets leave from; the
+        local side is then the address the NAT gives them, typed as RFC 8445 section
+        7.2.5.3.1 types the local candidate of a valid pair: ``srflx`` if it is this
+        side's server-reflexive candidate (the STUN server saw the same mapping), else
+        ``prflx`` (a mapping learned only in the checks, as with a symmetric NAT).
+        """
         for transceiver in self.pc.getTransceivers():
             pair = nominated_pair(transceiver.receiver.transport)
             if pair is not None:
-                return pair
+                return self._behind_nat(pair)
         sctp = self.pc.sctp
-        return nominated_pair(sctp.transport) if sctp is not None else None
+        pair = nominated_pair(sctp.transport) if sctp is not None else None
+        return self._behind_nat(pair) if pair is not None else None
+
+    def _behind_nat(self, path: tuple[str, str, str, str]) -> tuple[str, str, str, str]:
+        box = self.peer.nat
+        if box is None or path[0] != "host":
+            return path
+        local_host, _, local_port = path[1].rpartition(":")
+        remote_host, _, remote_port = path[3].rpartition(":")
+        public = box.public_address((local_host, int(local_port)), (remote_host, int(remote_port)))
+        if public is None:
+            return path  # the same private network: no translation
+        reflexive = {(c.ip, c.port) for c in self.local_candidates if c.type == "srflx"}
+        kind = "srflx" if public in reflexive else "prflx"
+        return (kind, f"{public[0]}:{public[1]}", path[2], path[3])
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

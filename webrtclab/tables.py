@@ -1,8 +1,8 @@
 """The lab's tables, each declared once: typed row records, their dtypes, and a feed of rows.
 
 Every table the lab produces (``stats``, ``rtt``, ``links``, ``events``, ``frames``,
-``messages``, ``browser_stats``) has a :class:`~typing.NamedTuple` record here: its
-fields are the columns, in order, and their annotations give the pandas dtypes
+``messages``, ``browser_stats``, ``nat_bindings``) has a :class:`~typing.NamedTuple`
+record here: its fields are the columns, in order, and their annotations give the pandas dtypes
 (``float`` -> ``float64``, ``int`` -> ``int64``, ``int | None`` -> ``Int64``, ``str``
 -> ``string``, ``bool`` -> ``bool``, ``bool | None`` -> ``boolean``).  Records are
 tuples, so they journal as JSON arrays and build DataFrames directly.  What each
@@ -30,6 +30,7 @@ __all__ = [
     "FRAMES",
     "LINKS",
     "MESSAGES",
+    "NAT_BINDINGS",
     "RTT",
     "SCHEMAS",
     "STATS",
@@ -39,6 +40,7 @@ __all__ = [
     "FrameRow",
     "LinkRow",
     "MessageRow",
+    "NatBindingRow",
     "RttRow",
     "Schema",
     "StatsRow",
@@ -266,6 +268,19 @@ class BrowserStatsRow(NamedTuple):
     value: float
 
 
+class NatBindingRow(NamedTuple):
+    """Something a NAT did: a mapping created, expired or released, a packet filtered
+    (see :mod:`webrtclab.netem.nat`)."""
+
+    time_s: float
+    nat: str
+    event: str
+    internal: str
+    external: str
+    remote: str
+    detail: str
+
+
 STATS: Schema[StatsRow] = Schema("stats", StatsRow)
 RTT: Schema[RttRow] = Schema("rtt", RttRow, sort_by="time_s")
 LINKS: Schema[LinkRow] = Schema("links", LinkRow)
@@ -273,5 +288,6 @@ EVENTS: Schema[EventRow] = Schema("events", EventRow)
 FRAMES: Schema[FrameRow] = Schema("frames", FrameRow)
 MESSAGES: Schema[MessageRow] = Schema("messages", MessageRow)
 BROWSER_STATS: Schema[BrowserStatsRow] = Schema("browser_stats", BrowserStatsRow)
+NAT_BINDINGS: Schema[NatBindingRow] = Schema("nat_bindings", NatBindingRow)
 #: every table a result folder holds, by name
 SCHEMAS: dict[str, Schema[Any]] = {s.name: s for s in (STATS, LINKS, EVENTS, FRAMES, MESSAGES, RTT)}
