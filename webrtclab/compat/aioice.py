@@ -300,30 +300,36 @@ def _install_socket_hooks() -> None:
     stun_protocol = aioice.ice.StunProtocol
     turn_protocol = aioice.turn.TurnClientUdpProtocol
 
-    class LabStunProtocol(stun_protocol):  # type: ignore[misc, valid-type]
+    class BehindPath:
+        """What both socket protocols do behind the context's packet path (if any)."""
+
+        lab_path: PacketPath | None
+        transport: Any
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(_wrap(transport, self.lab_path, self.lab_deliver))  # type: ignore[misc]
+
+        def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+            if _drops(self.transport, self.lab_path, addr):
+                logger.debug("%r: dropped a packet from %s (private address)", self, addr)
+                return
+            self.lab_deliver(data, (addr[0], addr[1]))
+
+        def lab_deliver(self, data: bytes | str, addr: Address) -> None:
+            super().datagram_received(data, addr)  # type: ignore[misc]
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if isinstance(getattr(self, "transport", None), _PathTransport):
+                self.transport.detach()
+            super().connection_lost(exc)  # type: ignore[misc]
+
+    class LabStunProtocol(BehindPath, stun_protocol):  # type: ignore[misc, valid-type]
         """aioice's StunProtocol, behind the context's packet path (if any)."""
 
         def __init__(self, receiver: Any) -> None:
             super().__init__(receiver)
             self.lab_path = _path.get()
             self.lab_retransmissions = _retransmissions.get()
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(_wrap(transport, self.lab_path, self.lab_deliver))
-
-        def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
-            if _drops(self.transport, self.lab_path, addr):
-                logger.debug("%r: dropped a packet from %s (private address)", self, addr)
-                return
-            super().datagram_received(data, addr)
-
-        def lab_deliver(self, data: bytes, addr: Address) -> None:
-            super().datagram_received(data, addr)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if isinstance(getattr(self, "transport", None), _PathTransport):
-                self.transport.detach()
-            super().connection_lost(exc)
 
         async def request(
             self,
@@ -338,28 +344,12 @@ def _install_socket_hooks() -> None:
                 request, addr, integrity_key=integrity_key, retransmissions=retransmissions
             )
 
-    class LabTurnClientUdpProtocol(turn_protocol):  # type: ignore[misc, valid-type]
+    class LabTurnClientUdpProtocol(BehindPath, turn_protocol):  # type: ignore[misc, valid-type]
         """aioice's TURN client over UDP, behind the context's packet path (if any)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.lab_path = _path.get()
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(_wrap(transport, self.lab_path, self.lab_deliver))
-
-        def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
-            if _drops(self.transport, self.lab_path, addr):
-                return
-            super().datagram_received(data, (addr[0], addr[1]))
-
-        def lab_deliver(self, data: bytes, addr: Address) -> None:
-            super().datagram_received(data, addr)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if isinstance(getattr(self, "transport", None), _PathTransport):
-                self.transport.detach()
-            super().connection_lost(exc)
 
     LabStunProtocol.__name__ = LabStunProtocol.__qualname__ = "StunProtocol"
     aioice.ice.StunProtocol = LabStunProtocol  # type: ignore[misc]
