@@ -62,6 +62,9 @@ async def test_run_writes_a_complete_result(tmp_path: Path) -> None:
     summary = result.summary()
     assert summary["displayed_psnr_db_mean"] > 25 and summary["displayed_ssim_mean"] > 0.8
     assert 35 <= summary["rtt_ms_median"] <= 80, summary
+    # Connection set-up, from the events: host candidates on loopback, directly.
+    assert 0 < summary["connect_s"] < 5 and summary["selected_host"] == 1.0, summary
+    assert summary["relayed_fraction"] == 0.0
     assert meta["summary"]["rtt_ms_median"] == pytest.approx(summary["rtt_ms_median"])
     # Every RTCP report's own RTT: 2 x 20 ms plus processing, and no smoothing lag.
     # (In 2 s each sender gets one or two reports: audio's may not have come yet.)

@@ -101,6 +101,21 @@ def test_bad_scenarios_are_refused(data: dict[str, Any], message: str) -> None:
         Scenario.from_mapping(data)
 
 
+def test_overrides_reach_into_the_peers_array() -> None:
+    base = Scenario.from_mapping({"peers": [{"name": "a"}, {"name": "b", "fps": 10}]})
+    changed = base.with_overrides({"peers.1.fps": 5, "peers.0.congestion_control": "remb"})
+    assert changed.peers[1].media.fps == 5 and changed.peers[0].media.fps == 15
+    assert changed.peers[0].congestion_control.mode == "remb"
+    assert base.peers[1].media.fps == 10
+    # No [[peers]] in the scenario: the default peers, alice and bob, get the override.
+    fresh = Scenario.from_mapping({}).with_overrides({"peers.1.width": 160})
+    assert fresh.peer_names == ["alice", "bob"] and fresh.peers[1].media.width == 160
+    with pytest.raises(ConfigurationError, match="'2' is not an entry of the array"):
+        base.with_overrides({"peers.2.fps": 5})
+    with pytest.raises(ConfigurationError, match="names an array entry"):
+        base.with_overrides({"peers.1": 5})
+
+
 def test_bad_overrides_are_refused() -> None:
     base = Scenario.from_mapping({"duration_s": 5})
     with pytest.raises(ConfigurationError, match="not a table"):

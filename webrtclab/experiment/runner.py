@@ -13,18 +13,73 @@ from typing import Any
 from tqdm import tqdm
 
 from .._tasks import cancel_and_wait
+from ..exceptions import WebrtcLabError
 from ..lab import TURN_NODE, Lab
 from ..netem.conditions import LinkConditions
 from ..netem.relay import Network
 from ..quality import QualityMonitor
-from ..tables import StatsRow
+from ..tables import EventRow, StatsRow
 from .results import Result, ResultWriter, load
 from .scenario import Scenario, load_scenario
 from .summary import summarize
 
-__all__ = ["run", "run_scenario"]
+__all__ = ["IceFailedError", "run", "run_scenario"]
 
 logger = logging.getLogger(__name__)
+
+#: seconds to wait for every pair of peers to connect (plus, behind NATs, how long a
+#: failing ICE check takes to give up)
+CONNECT_TIMEOUT_S = 15.0
+#: after a first ICE failure, how long to wait for the other sessions' ICE to end
+SETTLE_S = 2.0
+
+
+class IceFailedError(WebrtcLabError, ConnectionError):
+    """A scenario's peers could not connect: ICE failed (no candidate pair worked)."""
+
+
+def _check_failure_s(retransmissions: int | None) -> float:
+    """How long one ICE check takes to fail: aioice's RTO 0.5 s, doubling, 6 retransmissions
+    by default (63.5 s)."""
+    count = 6 if retransmissions is None else retransmissions
+    return 0.5 * (2 ** (count + 1) - 1)
+
+
+async def _connect(lab: Lab, scenario: Scenario, failures: asyncio.Future[EventRow]) -> None:
+    """Wait until every pair of peers is connected; IceFailedError at the first ICE failure.
+
+    ``failures`` gets the first ``ice-failed`` event: a call that cannot connect (peers
+    behind NATs that filter each other's checks, with no TURN server) ends the run
+    as soon as ICE gives up, with the events that show why, instead of a timeout.
+    """
+    timeout = CONNECT_TIMEOUT_S
+    if any(p.nat is not None for p in scenario.peers):
+        timeout += _check_failure_s(scenario.ice_check_retransmissions)
+    connected = asyncio.ensure_future(lab.wait_connected(timeout=timeout))
+    waiting: list[asyncio.Future[Any]] = [connected, failures]
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not connected.done():
+            await cancel_and_wait(connected)
+    if connected.done() and not connected.cancelled():
+        connected.result()  # raises the timeout, if that is how it ended
+        return
+    row = failures.result()
+    # The other sides give up within milliseconds: let the events table have them too.
+    sessions = [s for peer in lab.peers.values() for s in peer.sessions.values()]
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SETTLE_S):
+            while not all(s.connected.is_set() or s.failed.is_set() for s in sessions):
+                await asyncio.sleep(0.02)
+    behind = [f"{p.name}: {p.nat.name}" for p in scenario.peers if p.nat is not None]
+    hint = ""
+    if behind and scenario.turn is None:
+        hint = f"; the peers are behind NATs ({', '.join(behind)}) and have no TURN server ([turn])"
+    raise IceFailedError(
+        f"ICE failed between {row.peer} and {row.remote} after {row.detail}: no candidate "
+        f"pair worked (the ice-checks events list each pair's outcome){hint}"
+    )
 
 
 def _network(scenario: Scenario) -> Network | None:
@@ -96,6 +151,7 @@ async def run_scenario(
         network=_network(scenario),
         turn=turn is not None,
         relay_only=turn is not None and turn.relay_only,
+        ice_check_retransmissions=scenario.ice_check_retransmissions,
     )
     quality = QualityMonitor(lab, psnr_every=scenario.psnr_every, freeze_ms=scenario.freeze_ms)
     sampler = lab.sampler
@@ -111,15 +167,26 @@ async def run_scenario(
         quality.flush()
 
     sampler.stats.subscribe(on_stats)
+    failures: asyncio.Future[EventRow] = asyncio.get_running_loop().create_future()
+
+    def on_events(rows: list[EventRow]) -> None:
+        for row in rows:
+            if row.event == "ice-failed" and not failures.done():
+                failures.set_result(row)
+
+    lab.event_log.subscribe(on_events)
     status, error = "failed", None
     tasks: list[asyncio.Task[None]] = []
     try:
         async with lab:
             for spec in scenario.peers:
                 await lab.add_peer(
-                    spec.name, media=spec.media, congestion_control=spec.congestion_control
+                    spec.name,
+                    media=spec.media,
+                    congestion_control=spec.congestion_control,
+                    nat=spec.nat,
                 )
-            await lab.wait_connected()
+            await _connect(lab, scenario, failures)
             lab.event_log.add("", "", "call-start", scenario.name)
             start = lab.clock.now()
             for record in scenario.records:

@@ -50,6 +50,17 @@ Example ``call.toml``::
     relay_only = true         # every path through the relay
     [turn.link]               # each peer <-> TURN server (same keys as [link])
     delay_ms = 20
+
+Peers behind emulated NATs (see webrtclab.netem.nat; not with [link] or [turn.link] yet)::
+
+    [nat]
+    default = "symmetric"           # every peer's NAT: a preset, "none", or a table:
+                                    # {preset = "symmetric", lifetime_s = 30, hairpinning = false}
+    ice_check_retransmissions = 2   # a failing ICE check gives up after 3.5 s (aioice: 63.5 s)
+
+    [[peers]]
+    name = "alice"
+    nat = "full-cone"               # this peer's NAT ("none": no NAT, whatever the default)
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ from ..cc.control import CongestionControl, parse_congestion_control
 from ..exceptions import ConfigurationError
 from ..media import MediaSpec
 from ..netem.conditions import LinkConditions, Schedule, link_from_mapping, parse_schedule
+from ..netem.nat import NatConfig, nat_config
 from ..signaling.messages import MAX_ID_LENGTH
 
 __all__ = ["SCENARIOS_DIR", "PeerSpec", "Scenario", "TurnSpec", "load_scenario"]
@@ -87,13 +99,17 @@ _TOP_KEYS = {
     "quality",
     "turn",
     "congestion_control",
+    "nat",
 }
-_PEER_KEYS = {"name", "video", "audio", "width", "height", "fps", "congestion_control"}
+_PEER_KEYS = {"name", "video", "audio", "width", "height", "fps", "congestion_control", "nat"}
 _SWITCH_KEYS = {"at_s", "peer", "source"}
 _RECORD_KEYS = {"peer", "remote", "format"}
 _TRAFFIC_KEYS = {"chat_interval_s", "cursor_rate_hz"}
 _QUALITY_KEYS = {"psnr_every", "freeze_ms"}
 _TURN_KEYS = {"enabled", "relay_only", "link"}
+_NAT_KEYS = {"default", "ice_check_retransmissions"}
+#: a NAT value that means "no NAT" (TOML has no null): a peer's ``nat`` or ``[nat] default``
+NO_NAT = "none"
 _SCHEDULE_DIRECTIONS = ("both", "a_to_b", "b_to_a")
 DEFAULT_PEERS: tuple[dict[str, Any], ...] = ({"name": "alice"}, {"name": "bob"})
 
@@ -106,6 +122,8 @@ class PeerSpec:
     media: MediaSpec = field(default_factory=MediaSpec)
     #: "gcc" (the default), "remb", "none" or "fixed:<bps>" (see webrtclab.cc)
     congestion_control: CongestionControl = field(default_factory=CongestionControl)
+    #: the NAT this peer sits behind (its own box), or None
+    nat: NatConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,8 @@ class Scenario:
     psnr_every: int
     freeze_ms: float | None
     turn: TurnSpec | None = None
+    #: [nat] ice_check_retransmissions: for every peer (None: aioice's 6)
+    ice_check_retransmissions: int | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Scenario:
@@ -173,7 +193,8 @@ class Scenario:
         if not isinstance(raw_peers, list) or len(raw_peers) < 2:
             raise ConfigurationError(f"peers must list at least two peers, got {raw_peers!r}")
         control = data.get("congestion_control", "gcc")
-        peers = tuple(_peer(p, i, seed, control) for i, p in enumerate(raw_peers))
+        default_nat, retransmissions = _nat(data.get("nat"))
+        peers = tuple(_peer(p, i, seed, control, default_nat) for i, p in enumerate(raw_peers))
         names = [p.name for p in peers]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"peer names must be unique, got {names}")
@@ -214,6 +235,14 @@ class Scenario:
         if turn is not None and "turn" in names:
             # The emulator names the TURN server "turn" (webrtclab.lab.TURN_NODE).
             raise ConfigurationError('a peer cannot be named "turn" in a scenario with [turn]')
+        behind = [p.name for p in peers if p.nat is not None]
+        if behind and (link is not None or schedules or (turn is not None and turn.link)):
+            table = "[link]" if link is not None or schedules else "[turn.link]"
+            raise ConfigurationError(
+                f"[nat] cannot be combined with {table} yet: peers behind NATs "
+                f"({', '.join(behind)}) do not run through the network emulator; "
+                f"remove {table} or the NATs"
+            )
         return cls(
             data=data,
             name=name,
@@ -230,26 +259,44 @@ class Scenario:
             psnr_every=psnr_every,
             freeze_ms=freeze,
             turn=turn,
+            ice_check_retransmissions=retransmissions,
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Scenario:
         """A copy with dotted keys replaced, e.g. ``{"link.loss": 0.02, "duration_s": 5}``.
 
-        Used by sweeps; the result is validated like any scenario.
+        A number after an array of tables picks an entry: ``"peers.1.nat"`` is the
+        second peer's NAT (the default peers, alice and bob, when the scenario lists
+        none).  Used by sweeps; the result is validated like any scenario.
         """
         data = copy.deepcopy(dict(self.data))
         for dotted, value in overrides.items():
             parts = dotted.split(".")
             if not all(parts):
                 raise ConfigurationError(f"bad override key {dotted!r}")
-            table: dict[str, Any] = data
+            if parts[0] == "peers" and len(parts) > 1:
+                data.setdefault("peers", copy.deepcopy(list(DEFAULT_PEERS)))
+            table: Any = data  # a table (dict) or an array of tables (list)
             for part in parts[:-1]:
-                nested = table.setdefault(part, {})
-                if not isinstance(nested, dict):
+                nested: Any
+                if isinstance(table, list):
+                    if not part.isdigit() or int(part) >= len(table):
+                        raise ConfigurationError(
+                            f"cannot set {dotted!r}: {part!r} is not an entry of the array "
+                            f"(0-{len(table) - 1})"
+                        )
+                    nested = table[int(part)]
+                else:
+                    nested = table.setdefault(part, {})
+                if not isinstance(nested, dict | list):
                     raise ConfigurationError(
                         f"cannot set {dotted!r}: {part!r} is not a table in the scenario"
                     )
                 table = nested
+            if isinstance(table, list):
+                raise ConfigurationError(
+                    f"cannot set {dotted!r}: it names an array entry, not a key of one"
+                )
             table[parts[-1]] = value
         return Scenario.from_mapping(data)
 
@@ -298,6 +345,41 @@ def _turn(table: Any) -> TurnSpec | None:
     return TurnSpec(relay_only=table.get("relay_only", False), link=link)
 
 
+def _nat(table: Any) -> tuple[NatConfig | None, int | None]:
+    """[nat]: every peer's default NAT, and ICE checks' retransmissions."""
+    if table is None:
+        return None, None
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(f"nat must be a table, got {table!r}")
+    _check_keys(table, _NAT_KEYS, "nat")
+    default = _nat_value(table.get("default", NO_NAT), "nat.default")
+    retransmissions = table.get("ice_check_retransmissions")
+    if retransmissions is not None and (
+        not isinstance(retransmissions, int)
+        or isinstance(retransmissions, bool)
+        or not 0 <= retransmissions <= 10
+    ):
+        raise ConfigurationError(
+            f"nat.ice_check_retransmissions must be an integer in 0-10, got {retransmissions!r}"
+        )
+    return default, retransmissions
+
+
+def _nat_value(value: Any, where: str) -> NatConfig | None:
+    """A preset name, ``"none"``, or a table (``preset``, ``mapping``, ``filtering``,
+    ``lifetime_s``, ``hairpinning``, ``inbound_refresh``)."""
+    if isinstance(value, str) and value.strip().lower() == NO_NAT:
+        return None
+    if not isinstance(value, str | Mapping):
+        raise ConfigurationError(
+            f'{where} must be a NAT preset name, "{NO_NAT}" or a table, got {value!r}'
+        )
+    try:
+        return nat_config(value)
+    except (ConfigurationError, TypeError) as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+
+
 def _check_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
     for key in table:
         if key not in known:
@@ -331,7 +413,13 @@ def _list(value: Any, where: str) -> list[Mapping[str, Any]]:
     return value
 
 
-def _peer(raw: Any, index: int, seed: int, default_control: Any = "gcc") -> PeerSpec:
+def _peer(
+    raw: Any,
+    index: int,
+    seed: int,
+    default_control: Any = "gcc",
+    default_nat: NatConfig | None = None,
+) -> PeerSpec:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"peers[{index}] must be a table, got {raw!r}")
     _check_keys(raw, _PEER_KEYS, f"peers[{index}]")
@@ -359,7 +447,10 @@ def _peer(raw: Any, index: int, seed: int, default_control: Any = "gcc") -> Peer
         congestion_control = parse_congestion_control(control)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
-    return PeerSpec(name, media, congestion_control)
+    nat = default_nat
+    if "nat" in raw:
+        nat = _nat_value(raw["nat"], f"peers[{index}].nat")
+    return PeerSpec(name, media, congestion_control, nat)
 
 
 def _schedules(steps: Any) -> dict[str, Schedule]:

@@ -12,7 +12,7 @@ from ..viewer import displayed_summary
 if TYPE_CHECKING:
     from .results import Result
 
-__all__ = ["SUMMARY_METRICS", "steady", "summarize"]
+__all__ = ["SUMMARY_METRICS", "candidate_types", "ice_summary", "steady", "summarize"]
 
 WARMUP_S = 1.0
 SUMMARY_METRICS = [
@@ -31,7 +31,15 @@ SUMMARY_METRICS = [
     "send_target_kbps_mean",
     "send_wire_kbps_mean",
     "send_rtx_kbps_mean",
+    "connect_s",
+    "relayed_fraction",
+    "selected_host",
+    "selected_srflx",
+    "selected_prflx",
+    "selected_relay",
 ]
+#: RFC 8445 candidate types, in the order of the ``selected_*`` metrics
+CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 
 
 def _f(value: object) -> float:
@@ -40,6 +48,59 @@ def _f(value: object) -> float:
     except (TypeError, ValueError):
         return math.nan
     return result
+
+
+def _selected(events: pd.DataFrame) -> dict[tuple[str, str], tuple[str, str]]:
+    """(local type, remote type) of each session's first selected pair, by (peer, remote).
+
+    From the ``selected-path`` events: ``"srflx 127.1.0.1:5000 -> prflx 127.1.0.2:6000"``.
+    """
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    if events.empty:
+        return found
+    rows = events[events["event"] == "selected-path"]
+    for peer, remote, detail in zip(rows["peer"], rows["remote"], rows["detail"], strict=True):
+        local, _, other = str(detail).partition(" -> ")
+        if local and other:
+            found.setdefault((str(peer), str(remote)), (local.split()[0], other.split()[0]))
+    return found
+
+
+def ice_summary(events: pd.DataFrame) -> dict[str, float]:
+    """Connection set-up from the events table (see :func:`summarize`)."""
+    out = {"connect_s": math.nan, "relayed_fraction": math.nan}
+    out.update({f"selected_{kind}": math.nan for kind in CANDIDATE_TYPES})
+    if events.empty:
+        return out
+    connected = events[events["event"] == "ice-connected"]
+    if not connected.empty:
+        seconds = connected["detail"].astype(str).str.removesuffix(" s")
+        first = pd.to_numeric(seconds, errors="coerce").groupby(
+            [connected["peer"], connected["remote"]]
+        )
+        out["connect_s"] = _f(first.first().max())
+    pairs = list(_selected(events).values())
+    if pairs:
+        out["relayed_fraction"] = sum("relay" in pair for pair in pairs) / len(pairs)
+        for kind in CANDIDATE_TYPES:
+            out[f"selected_{kind}"] = sum(local == kind for local, _ in pairs) / len(pairs)
+    return out
+
+
+def candidate_types(events: pd.DataFrame) -> str:
+    """The candidate types of the selected pairs, as a label: ``"prflx-srflx"``.
+
+    One ``a-b`` per connection (the two sides' local candidate types, sorted, which is
+    what each side's ``candidate_type`` stat shows), distinct ones joined by ``", "``;
+    ``""`` when nothing connected.  ``"prflx-relay"``: one side sent from a relay
+    candidate, the other (which sees it as its remote) from a peer-reflexive one.
+    """
+    selected = _selected(events)
+    labels = set()
+    for (peer, remote), (local, far) in selected.items():
+        other = selected.get((remote, peer), (far, local))[0]
+        labels.add("-".join(sorted((local, other))))
+    return ", ".join(sorted(labels))
 
 
 def steady(stats: pd.DataFrame) -> pd.DataFrame:
@@ -59,6 +120,14 @@ def summarize(result: Result) -> dict[str, float]:
     displayed SSIM from the frames table;
     cursor latency and loss from the messages table; the video senders' target,
     wire and retransmission rates (``send_*_kbps_mean``, summed over senders).
+
+    Connection set-up, from the events table (NaN when nothing connected):
+    ``connect_s``, the slowest session's ICE time (from its creation to its
+    ``ice-connected`` event); ``relayed_fraction``, the share of sessions whose
+    selected pair has a relay (TURN) candidate at either end; ``selected_host``,
+    ``selected_srflx``, ``selected_prflx``, ``selected_relay``, the share of sessions
+    whose selected local candidate has that type (they add up to 1;
+    :func:`candidate_types` gives the same as a label such as ``"prflx-srflx"``).
     """
     stats = steady(result.stats)
     send = stats[stats["direction"] == "send"] if not stats.empty else stats
@@ -111,4 +180,5 @@ def summarize(result: Result) -> dict[str, float]:
                 expected += int(seqs.max() - seqs.min() + 1)
         if expected:
             out["cursor_loss_fraction"] = 1.0 - len(cursors) / expected
+    out.update(ice_summary(result.events))
     return out
