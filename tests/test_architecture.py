@@ -318,6 +318,7 @@ LAYERS: dict[str, int] = {
             "turn",
             "netem.relay",
             "netem.natbox",
+            "netem.gateway",
             "stun",
             "loopback",
             "recording",

@@ -20,6 +20,7 @@ from .exceptions import ConfigurationError, InvalidStateError, LabTimeoutError
 from .loopback import LOOPBACK
 from .media import MediaSpec
 from .netem.conditions import LinkConditions
+from .netem.gateway import NatGateway
 from .netem.nat import NatConfig, nat_config
 from .netem.natbox import NatBox
 from .netem.relay import Network
@@ -81,15 +82,16 @@ class Lab:
         (needs the network emulator).
     :param reconnect: how peers reconnect when signaling goes away (``None``: they do
         not); see :class:`~webrtclab.signaling.Backoff` and :meth:`restart_server`.
-    :param nat: put every aiortc peer behind a NAT (``add_peer(nat=...)`` overrides it
-        per peer, ``nat=None`` there for none): a preset name (``"full-cone"``,
-        ``"restricted-cone"``, ``"port-restricted-cone"``, ``"symmetric"``) or a
+    :param nat: put every peer behind a NAT (``add_peer(nat=...)`` and
+        ``add_browser_peer(nat=...)`` override it per peer, ``nat=None`` there for
+        none): a preset name (``"full-cone"``, ``"restricted-cone"``,
+        ``"port-restricted-cone"``, ``"symmetric"``) or a
         :class:`~webrtclab.netem.nat.NatConfig` gives each peer a NAT box of its own;
-        a :class:`~webrtclab.netem.natbox.NatBox` puts every peer that gets it
-        behind that one box (a carrier-grade NAT).  The lab then starts a STUN
-        responder (:class:`~webrtclab.stun.StunServer`) that peers behind NATs use;
-        :meth:`nat_bindings` is the table of what the boxes did.  Not with the network
-        emulator (``link=``/``network=``) in this version.
+        a :class:`~webrtclab.netem.natbox.NatBox` puts every aiortc peer that gets it
+        behind that one box (a carrier-grade NAT; not for browser peers).  The lab
+        then starts a STUN responder (:class:`~webrtclab.stun.StunServer`) that
+        peers behind NATs use; :meth:`nat_bindings` is the table of what the boxes
+        did.  Not with the network emulator (``link=``/``network=``) in this version.
     :param ice_check_retransmissions: for every aiortc peer: STUN retransmissions
         before a connectivity check fails (see :class:`~webrtclab.peer.Peer`); 2
         detects an ICE failure in about 4 s instead of over a minute.
@@ -131,6 +133,9 @@ class Lab:
         #: every NAT box a peer of this lab sits behind (see :meth:`nat_bindings`)
         self.nat_boxes: list[NatBox] = []
         self._own_boxes: list[NatBox] = []
+        # Browser peers behind NATs: their gateways and the signaling hooks that apply them.
+        self._gateways: list[NatGateway] = []
+        self._unhook_gateways: dict[NatGateway, Callable[[], None]] = {}
         #: the STUN responder, started with the first peer behind a NAT
         self.stun: StunServer | None = None
         # One time base for stats, events and link logs: a given network's, else the lab's.
@@ -352,14 +357,23 @@ class Lab:
         ``height``, ``fps``, ``relay``, ``token``, ``chromium``...).  The lab's own
         Chromium is launched on first use (each page gets its own context) and
         closed with the lab.
+
+        ``nat=`` (default: the lab's ``nat``; a preset or a ``NatConfig``, ``None``
+        for none) puts the page behind a NAT box of its own: a
+        :class:`~webrtclab.netem.gateway.NatGateway` rewrites the candidates it is told
+        and tells, so its packets cross the box (its STUN and TURN servers too).
         """
-        if options.pop("nat", None) is not None:
-            raise ConfigurationError(
-                "browser peers cannot be put behind an emulated NAT yet (aiortc peers only)"
-            )
+        nat = _nat_setting(options.pop("nat", self.nat))
+        if nat is not None:
+            self._check_browser_nat(user_id, nat, options)
         await self.start()
         self._check_new_member(user_id)
-        if self.turn is not None:
+        gateway = None
+        if nat is not None:
+            assert isinstance(nat, NatConfig)
+            gateway = await self._nat_gateway(user_id, nat)
+            options["ice_servers"] = self._browser_nat_ice_servers(user_id, gateway)
+        elif self.turn is not None:
             # The same TURN path as the lab's aiortc peers (through the emulator if any).
             options.setdefault(
                 "ice_servers",
@@ -368,6 +382,7 @@ class Lab:
                     for s in self._ice_servers(user_id)
                 ],
             )
+        if self.turn is not None:
             options.setdefault("relay", self.relay_only)
         options.setdefault("token", self._join_token(user_id))
         if options.get("chromium") is None:
@@ -387,8 +402,75 @@ class Lab:
         except BaseException:
             del self._members[user_id]
             await browser.close()
+            if gateway is not None:
+                self._drop_gateway(gateway)
             raise
         return browser
+
+    def _check_browser_nat(
+        self, user_id: str, nat: NatConfig | NatBox, options: Mapping[str, Any]
+    ) -> None:
+        """Refuse the NAT combinations browser peers do not support (before anything starts)."""
+        if self.network is not None:
+            raise ConfigurationError(
+                "nat= cannot be combined with the network emulator (link=/network=) yet"
+            )
+        if isinstance(nat, NatBox):
+            raise ConfigurationError(
+                f'browser peer "{user_id}": a browser gets a NAT box of its own; give a '
+                "preset or a NatConfig (a shared NatBox is for aiortc peers only), or nat=None"
+            )
+        if options.get("ice_servers") is not None:
+            raise ConfigurationError(
+                f'browser peer "{user_id}": give nat= or ice_servers=, not both (behind a '
+                "NAT the page reaches the lab's STUN and TURN servers through its box)"
+            )
+        if self.turn is not None and not isinstance(self.turn, TurnServer):
+            raise ConfigurationError(
+                f'browser peer "{user_id}": behind a NAT a browser needs the lab\'s own '
+                "coturn (turn=True or a TurnServer), not a TurnConfig"
+            )
+
+    async def _nat_gateway(self, user_id: str, nat: NatConfig) -> NatGateway:
+        """A NAT box for a browser peer and the signaling hook that puts it in Chrome's path."""
+        box = self._nat_box(nat, user_id)
+        gateway = NatGateway(user_id, box)
+        self._gateways.append(gateway)
+        self._unhook_gateways[gateway] = self.server.dispatcher.add_rewrite(gateway.rewrite)
+        await self._start_stun()
+        self.event_log.add(
+            user_id,
+            "",
+            "nat",
+            f"{box.name}: {box.config.name}, public {box.public_ip}, "
+            f"inside {gateway.inside_ip}, host {gateway.host_ip}",
+        )
+        return gateway
+
+    def _drop_gateway(self, gateway: NatGateway) -> None:
+        unhook = self._unhook_gateways.pop(gateway, None)
+        if unhook is not None:
+            unhook()
+        if gateway in self._gateways:
+            self._gateways.remove(gateway)
+        gateway.close()
+
+    def _browser_nat_ice_servers(self, user_id: str, gateway: NatGateway) -> list[dict[str, Any]]:
+        """The lab's STUN responder and coturn, as the browser reaches them: through its box."""
+        assert self.stun is not None
+        host, port = gateway.front(self.stun.address)
+        servers: list[dict[str, Any]] = [{"urls": [f"stun:{host}:{port}"]}]
+        if isinstance(self.turn, TurnServer):
+            credentials = self.turn.credentials(user_id)
+            host, port = gateway.front(self.turn.address)
+            servers.append(
+                {
+                    "urls": [f"turn:{host}:{port}?transport=udp"],
+                    "username": credentials.username,
+                    "credential": credentials.credential,
+                }
+            )
+        return servers
 
     def on_member_added(self, callback: Callable[[Peer | BrowserPeer], None]) -> Callable[[], None]:
         """Call ``callback(member)`` for every peer or browser peer added from now on.
@@ -442,6 +524,8 @@ class Lab:
         if down_s > 0:
             await asyncio.sleep(down_s)
         new = SignalingServer(old.host, old.port, **self._server_settings(self._server_options))
+        for gateway in self._gateways:  # browser peers behind NATs stay behind them
+            self._unhook_gateways[gateway] = new.dispatcher.add_rewrite(gateway.rewrite)
         await new.start()
         self.server = new
         self.event_log.add("", "", "server-started", new.url)
@@ -523,6 +607,8 @@ class Lab:
         errors.extend(r for r in results if isinstance(r, BaseException))
         for unhook in self._unhook:
             unhook()  # a borrowed server no longer passes messages to our emulator
+        for gateway in list(self._gateways):
+            self._drop_gateway(gateway)
         async with self._chromium_lock:  # not while add_browser_peer is launching it
             chromium, self._chromium = self._chromium, None
         # Then what the peers used, top layer down, one at a time.
