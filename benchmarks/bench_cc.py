@@ -290,14 +290,20 @@ async def steps(quick: bool, browser: bool) -> None:
     down, s0, frames = await schedule_call([(0, 2000), (step_at, 500)], step_at + 10, 25)
     after = _rate_between(down, s0 + step_at + 3, s0 + step_at + 10)
     gap = _longest_gap_ms(frames, "bob", s0 + step_at)
+    settled_gap = _longest_gap_ms(frames, "bob", s0 + step_at + 3)
     up, u0, _ = await schedule_call([(0, 500), (step_at, 2000)], step_at + 20, 25)
     reached = _rate_between(up, u0 + step_at + 15, u0 + step_at + 20)
+    early = _rate_between(up, u0 + step_at + 5, u0 + step_at + 10)
     print("\nSteps, 640x480@30 (uncapped it sends about 1800 kbit/s):")
     print(
         f"Step 2000 -> 500 kbit/s: {after:.0f} kbit/s enters the link 3-10 s after "
-        f"({after / 500:.2f}x the cap); longest frame gap after the step {gap:.0f} ms"
+        f"({after / 500:.2f}x the cap); longest frame gap after the step {gap:.0f} ms, "
+        f"from 3 s after it on {settled_gap:.0f} ms"
     )
-    print(f"Step 500 -> 2000 kbit/s: {reached:.0f} kbit/s 15-20 s after")
+    print(
+        f"Step 500 -> 2000 kbit/s: {reached:.0f} kbit/s 15-20 s after "
+        f"({early:.0f} kbit/s 5-10 s after)"
+    )
     if browser:
         chrome_rate, chrome_gap = await chrome_step_call(2000, 500, step_at, step_at + 10, (3, 10))
         print(

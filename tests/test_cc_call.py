@@ -124,7 +124,9 @@ async def test_probing_finds_a_clean_link_at_once() -> None:
         # 5 s: without probes 300 -> 600 kbit/s takes about 9 s.
         await wait_until(lambda: rate.gcc.target_bps >= 600_000, 5.0)
         counters = rate.counters["video"]
-        assert counters.probe_packets >= 5  # one cluster: 900 kbit/s is over what 320x240 uses
+        # One cluster at least (900 kbit/s is over what 320x240 uses); media sent
+        # meanwhile counts toward its 5 packets, as in libwebrtc's pacer.
+        assert counters.probe_packets >= 1
         assert counters.rtx_packets == 0  # probes are not counted as retransmissions
         assert rate.target_of("video") <= 600_000  # libwebrtc's cap for 320x240
         await asyncio.sleep(3)

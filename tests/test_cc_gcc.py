@@ -206,7 +206,7 @@ def simulate(
                 probe_bps = probe_est.on_feedback(results, probe_of)
                 if probe_bps is not None:
                     gcc.on_probe_result(probe_bps, now)
-                enqueue(probe_ctrl.on_estimate(gcc.target_bps, now))
+                enqueue(probe_ctrl.on_estimate(gcc.target_bps, now, periodic=gcc.wants_probe()))
                 if pending:
                     next_send_s = now
             result.states.append((now, gcc.state()))
@@ -241,6 +241,14 @@ def test_capacity_rise_is_found_within_20_s() -> None:
     assert run.send_rate_bps(10.0, 20.0) <= 1.1 * 500_000
     reached = run.first_time_rate_at_least(0.8 * 2_000_000, after_s=20.0)
     assert reached is not None and reached - 20.0 <= 20.0, reached
+
+
+def test_periodic_probing_finds_a_capacity_rise_within_8_s() -> None:
+    # Without probing after the start, 8 %/s from 500 kbit/s takes ~18 s to 1.6 Mbit/s.
+    run = simulate(duration_s=40.0, capacity_bps=[(0.0, 500_000), (20.0, 2_000_000)], queue_ms=300)
+    reached = run.first_time_rate_at_least(0.8 * 2_000_000, after_s=20.0)
+    assert reached is not None and reached - 20.0 <= 8.0, reached
+    assert run.queue_drop_fraction() < 0.02
 
 
 def test_clean_link_ramps_from_300_to_1500_kbps_within_20_s() -> None:
@@ -451,6 +459,45 @@ def test_probe_controller_gives_up_after_a_second() -> None:
     pc.on_start(300_000, 0.0)
     assert pc.on_estimate(1_700_000, 1.5) == []
     assert pc.on_estimate(1_700_000, 1.6) == []
+
+
+def test_probe_controller_periodic_probes_at_2x_every_5_s() -> None:
+    pc = ProbeController(max_bps=2_000_000)
+    assert [c.bitrate_bps for c in pc.on_start(300_000, 0.0)] == [900_000, 1_800_000]
+    assert pc.on_estimate(500_000, 1.5) == []  # the start's probing timed out
+    assert pc.on_estimate(500_000, 4.0, periodic=True) == []  # within 5 s of the last
+    first = pc.on_estimate(500_000, 5.0, periodic=True)
+    assert [c.bitrate_bps for c in first] == [1_000_000]
+    # Waiting for its result: the estimate reached 70 % of it, probe further at 2x.
+    further = pc.on_estimate(900_000, 5.2, periodic=True)
+    assert [c.bitrate_bps for c in further] == [1_800_000]
+    assert pc.on_estimate(1_200_000, 5.4) == []  # below 70 % of 1.8 Mbit/s
+    assert pc.on_estimate(1_500_000, 9.0, periodic=True) == []  # 5 s after the last
+    assert pc.on_estimate(1_500_000, 10.3) == []  # not asked for
+    assert [c.bitrate_bps for c in pc.on_estimate(1_500_000, 10.4, periodic=True)] == [
+        2_000_000
+    ]  # capped at the max: nothing further to probe
+    assert pc.on_estimate(1_800_000, 10.6, periodic=True) == []
+    # Within 5 % of the max there is nothing to find.
+    assert pc.on_estimate(1_950_000, 20.0, periodic=True) == []
+
+
+def test_gcc_wants_a_probe_only_while_increasing_without_capacity_estimate() -> None:
+    gcc = GccController(start_bps=500_000)
+    assert not gcc.wants_probe()  # no verdict yet: holding
+    seq, t = 0, 0.0
+    for _ in range(40):  # 2 s at 500 kbit/s over a clean link
+        batch = []
+        for _ in range(5):
+            batch.append(PacketResult(seq, t, PACKET, t + 0.02))
+            seq, t = seq + 1, t + 0.01
+        gcc.on_feedback(batch, t + 0.02)
+    assert gcc.state().usage == "normal"
+    assert gcc.wants_probe()  # multiplicative increase: the capacity is unknown
+    gcc = GccController(start_bps=1_000_000)
+    _overload(gcc, 3.0)
+    assert gcc.state().usage == "overusing"
+    assert not gcc.wants_probe()
 
 
 def _probe_results(rate_bps: float, recv_bps: float, n: int = 6) -> list[PacketResult]:

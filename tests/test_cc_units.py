@@ -771,6 +771,90 @@ def test_rate_control_probes_a_clean_link_up_to_what_the_streams_can_use() -> No
     assert control.take_probes() == []
 
 
+def test_rate_control_takes_retransmissions_off_the_video_target() -> None:
+    # libwebrtc FecControllerDefault: the encoder gets the estimate minus the share
+    # protection took of what was sent over the last second, at most half.
+    now = [0.0]
+    control = RateControl(CongestionControl(), clock=lambda: now[0])
+    video: list[int] = []
+    control.register_encoder("video", video.append)
+    counters = control.counters["video"]
+    control.on_remb(1_000_000)  # a change of target: applied (gcc without feedback)
+    assert video[-1] == 936_000 and control.protection == 0.0
+    for _ in range(10):  # 0.5 s: 100 kB sent, a fifth of it retransmissions
+        now[0] += 0.05
+        counters.wire_bytes += 10_000
+        counters.rtx_bytes += 2_000
+        control.on_remb(1_000_000)
+    assert control.protection == pytest.approx(0.2)
+    assert video[-1] == pytest.approx(0.8 * 936_000, abs=1)
+    for _ in range(30):  # then 1.5 s without retransmissions: the window forgets them
+        now[0] += 0.05
+        counters.wire_bytes += 10_000
+        control.on_remb(1_000_000)
+    assert control.protection == 0.0
+    assert video[-1] == 936_000
+    for _ in range(30):  # nothing but retransmissions: the encoder still gets half
+        now[0] += 0.05
+        counters.wire_bytes += 10_000
+        counters.rtx_bytes += 10_000
+        control.on_remb(1_000_000)
+    assert control.protection == 0.5
+    assert video[-1] == 468_000
+
+
+# --- the encoder's side: resolution changes under a moving target ---------------------
+
+
+def _synthetic_frames(width: int, height: int, fps: int, count: int) -> list[Any]:
+    import fractions
+
+    from webrtclab.media import SyntheticVideoTrack, yuv420p_frame
+
+    track = SyntheticVideoTrack(width, height, fps, seed=3)
+    frames = []
+    for index in range(count):
+        frame = yuv420p_frame(track.render(index))
+        frame.pts = index * 90_000 // fps
+        frame.time_base = fractions.Fraction(1, 90_000)
+        frames.append(frame)
+    return frames
+
+
+def test_vp8_scales_up_only_after_the_target_held_and_with_a_small_keyframe() -> None:
+    from webrtclab.codecs.vp8 import SCALE_HOLD_S, SCALE_UP_HOLD_S, Vp8Encoder
+
+    fps, high = 30, 1_000_000
+    frames = _synthetic_frames(320, 240, fps, 6 * fps)
+    fresh = Vp8Encoder(bitrate=high, framerate=fps)
+    first_keyframe = len(b"".join(fresh.encode(frames[0])[0]))
+    fresh.close()
+    encoder = Vp8Encoder(bitrate=50_000, framerate=fps, min_bits_per_pixel=0.07)
+    sizes: dict[int, int] = {}
+    blip = int(SCALE_HOLD_S * fps) + 5  # halved by then
+    for index, frame in enumerate(frames):
+        if index == blip:
+            encoder.target_bitrate = high  # a jump (a probe) ...
+        elif index == blip + int(SCALE_UP_HOLD_S * fps) // 2:
+            encoder.target_bitrate = 50_000  # ... that falls back within the hold
+        elif index == 4 * fps:
+            encoder.target_bitrate = high  # and one that lasts
+        inits = encoder.inits
+        payload = b"".join(encoder.encode(frame)[0])
+        if encoder.inits != inits:
+            sizes[index] = len(payload)
+    encoder.close()
+    assert list(sizes)[1] == int(SCALE_HOLD_S * fps) - 1  # halved after the hold
+    # No rebuild for the blip; back to full size once the target held SCALE_UP_HOLD_S.
+    assert list(sizes)[2:] == [4 * fps + int(SCALE_UP_HOLD_S * fps) - 1]
+    assert encoder.scale == 1.0 and encoder.inits == 3
+    # The keyframe of the rebuild: a 300 % intra cap (~3-4 frames), not a first
+    # keyframe's 900 %.
+    resized_keyframe = sizes[list(sizes)[2]]
+    assert resized_keyframe * 8 <= 5 * high / fps
+    assert resized_keyframe < 0.6 * first_keyframe
+
+
 def test_rate_control_stream_max_limits_the_video_split() -> None:
     control = RateControl(CongestionControl())
     control.set_stream_max("video", 600_000)

@@ -9,6 +9,7 @@ and its split between audio and video, and the recovery policies.  It does no I/
 
 from __future__ import annotations
 
+import collections
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +36,12 @@ MODES: tuple[str, ...] = ("gcc", "remb", "none", "fixed", "estimator")
 # Audio's share of the target, within its range (libwebrtc's bitrate allocator gives
 # audio its configured rate first; Opus speech is fine from ~16 kbit/s).
 AUDIO_SHARE = 0.1
+# libwebrtc FecControllerDefault::UpdateFecRates (modules/video_coding/
+# fec_controller_default.cc): the video encoder gets the estimate minus the share
+# protection (there NACK and FEC, here retransmissions) took of what was sent over the
+# last second (the rate statistics' 1 s window), at most half.
+PROTECTION_WINDOW_S = 1.0
+MAX_PROTECTION = 0.5
 _MAX_PROBES_IN_FLIGHT = 4096
 
 
@@ -233,6 +240,9 @@ class RateControl:
         self._encoders: dict[str, Callable[[int], None]] = {}
         #: per-kind highest useful rate reported by the encoder (its picture size's)
         self._stream_max: dict[str, int] = {}
+        #: the share of video's bytes that were retransmissions over the last second
+        self.protection = 0.0
+        self._sent: collections.deque[tuple[float, int, int]] = collections.deque()
         self._targets = self.split(self.target_bps)
 
     # --- the target ------------------------------------------------------------------
@@ -259,8 +269,21 @@ class RateControl:
             return {"audio": s.audio_max_bps, "video": s.fixed_bps}
         audio = int(min(s.audio_max_bps, max(s.audio_min_bps, total_bps * AUDIO_SHARE)))
         video_max = min(s.video_max_bps, self._stream_max.get("video", s.video_max_bps))
-        video = int(min(video_max, max(s.video_min_bps, total_bps - audio)))
+        media = (total_bps - audio) * (1 - self.protection)
+        video = int(min(video_max, max(s.video_min_bps, media)))
         return {"audio": audio, "video": video}
+
+    def _update_protection(self, now_s: float) -> None:
+        """Measure retransmissions' share of video over the last second."""
+        video = self.counters["video"]
+        sent = self._sent
+        sent.append((now_s, video.rtx_bytes, video.wire_bytes))
+        while len(sent) > 2 and now_s - sent[1][0] >= PROTECTION_WINDOW_S:
+            sent.popleft()
+        _, rtx0, wire0 = sent[0]
+        wire = video.wire_bytes - wire0
+        share = (video.rtx_bytes - rtx0) / wire if wire > 0 else 0.0
+        self.protection = min(MAX_PROTECTION, max(0.0, share))
 
     def set_stream_max(self, kind: str, bps: int) -> None:
         """The highest rate ``kind``'s encoder can use (for its picture size).
@@ -286,6 +309,8 @@ class RateControl:
         setter(self.target_of(kind))
 
     def _apply(self) -> None:
+        if self.settings.paced:
+            self._update_protection(self.clock())
         total = self.target_bps
         self.pacer.set_target(total)
         targets = self.split(total)
@@ -316,7 +341,9 @@ class RateControl:
             if rate is not None:
                 self.gcc.on_probe_result(rate, now)
         self.gcc.on_feedback(results, now)
-        self._probe_queue.extend(self.probes.on_estimate(self.gcc.target_bps, now))
+        self._probe_queue.extend(
+            self.probes.on_estimate(self.gcc.target_bps, now, periodic=self.gcc.wants_probe())
+        )
         self._apply()
 
     # --- probing ---------------------------------------------------------------------

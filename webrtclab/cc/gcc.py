@@ -497,6 +497,12 @@ class AimdRateControl(_BoundedRate):
         if self._bitrate < previous:
             self._last_decrease_s = now_s
 
+    @property
+    def increasing_without_capacity(self) -> bool:
+        """Whether the rate grows multiplicatively: in *increase* with no link capacity
+        estimate (none yet, or the acknowledged rate went far above the last one)."""
+        return self._state == "increase" and self._link.estimate_kbps is None
+
     def time_to_reduce_further(self, now_s: float, acked_bps: float) -> bool:
         """Whether another over-use may cut again (libwebrtc TimeToReduceFurther).
 
@@ -587,7 +593,7 @@ class LossBasedBwe(_BoundedRate):
     """
 
     _MIN_PACKETS = 20
-    _LOW_LOSS = 0.02
+    LOW_LOSS = 0.02
     _HIGH_LOSS = 0.10
     _START_PHASE_S = 2.0
 
@@ -628,7 +634,7 @@ class LossBasedBwe(_BoundedRate):
             self._bitrate = max(self._bitrate, delay_bps)
             return
         loss = self.loss_fraction
-        if loss < self._LOW_LOSS:
+        if loss < self.LOW_LOSS:
             last = self._last_increase_s
             if last is None or now_s - last >= 0.200 + self.rtt_s:
                 self._bitrate *= 1.05
@@ -660,8 +666,16 @@ class ProbeController:
     At the start, two clusters at 3x and 6x the start rate (InitiateExponentialProbing).
     While waiting for their result (at most 1 s), an estimate above 70 % of the last
     probed rate means the link took it: probe again at 2x that estimate, until the
-    configured maximum is probed.  Not included: periodic probing in application-limited
-    regions and probing after a large drop or a raised maximum.
+    configured maximum is probed.
+
+    Periodic probing (``periodic=True`` in :meth:`on_estimate`): libwebrtc probes at 2x
+    the estimate every 5 s (``alr_probing_interval``, ``alr_probe_scale``) while the
+    sender is application-limited; the lab also does so while the delay-based rate
+    increases multiplicatively without loss (:meth:`GccController.wants_probe`: the
+    link's capacity is unknown or changed), so a raised capacity is found in a few
+    round trips instead of at 8 %/s.  A probe needs the estimate to be more than 5 %
+    (``kProbeUncertainty``) below the maximum.  Not included: probing after a large
+    drop or a raised maximum.
     """
 
     _FIRST_SCALE = 3.0
@@ -669,6 +683,9 @@ class ProbeController:
     _FURTHER_THRESHOLD = 0.7
     _FURTHER_SCALE = 2.0
     _MAX_WAIT_S = 1.0
+    _PERIODIC_SCALE = 2.0
+    _PERIODIC_INTERVAL_S = 5.0
+    _UNCERTAINTY = 0.05
 
     def __init__(
         self, *, max_bps: int, min_probe_duration_s: float = 0.015, min_probes: int = 5
@@ -680,6 +697,7 @@ class ProbeController:
         self._next_id = 0
         self._waiting_since_s: float | None = None
         self._probe_further_above_bps: float | None = None
+        self._last_probe_s: float | None = None
 
     def set_max(self, max_bps: int) -> None:
         """Change the highest rate ever probed."""
@@ -692,15 +710,30 @@ class ProbeController:
             [start_bps * self._FIRST_SCALE, start_bps * self._SECOND_SCALE], now_s
         )
 
-    def on_estimate(self, estimate_bps: float, now_s: float) -> list[ProbeCluster]:
-        """Feed the current target; returns the clusters to send now (often none)."""
-        if self._waiting_since_s is None or self._probe_further_above_bps is None:
-            return []
-        if now_s - self._waiting_since_s > self._MAX_WAIT_S:
+    def on_estimate(
+        self, estimate_bps: float, now_s: float, *, periodic: bool = False
+    ) -> list[ProbeCluster]:
+        """Feed the current target; returns the clusters to send now (often none).
+
+        ``periodic``: a probe at 2x the estimate may help now (see the class); one is
+        sent if no probing is under way and none started in the last 5 s.
+        """
+        if self._waiting_since_s is not None and now_s - self._waiting_since_s > self._MAX_WAIT_S:
             self._waiting_since_s = None  # no useful result in time: probing is over
+            self._probe_further_above_bps = None
+        if self._waiting_since_s is not None and self._probe_further_above_bps is not None:
+            if estimate_bps > self._probe_further_above_bps:
+                return self._initiate([estimate_bps * self._FURTHER_SCALE], now_s)
             return []
-        if estimate_bps > self._probe_further_above_bps:
-            return self._initiate([estimate_bps * self._FURTHER_SCALE], now_s)
+        if (
+            periodic
+            and (
+                self._last_probe_s is None
+                or now_s - self._last_probe_s >= self._PERIODIC_INTERVAL_S
+            )
+            and estimate_bps < (1 - self._UNCERTAINTY) * self._max
+        ):
+            return self._initiate([estimate_bps * self._PERIODIC_SCALE], now_s)
         return []
 
     def _initiate(self, rates: list[float], now_s: float) -> list[ProbeCluster]:
@@ -722,6 +755,7 @@ class ProbeController:
             self._next_id += 1
             if not probe_further:
                 break
+        self._last_probe_s = now_s
         if probe_further:
             self._waiting_since_s = now_s
             self._probe_further_above_bps = self._FURTHER_THRESHOLD * clusters[-1].bitrate_bps
@@ -941,6 +975,20 @@ class GccController:
         self._aimd.set_estimate(rate, now_s)
         self._loss.set_estimate(self._aimd.estimate_bps)
         return self.target_bps
+
+    def wants_probe(self) -> bool:
+        """Whether a periodic probe may find more capacity (:class:`ProbeController`).
+
+        The delay-based rate increases multiplicatively (no link capacity estimate: the
+        link is new, or the acknowledged rate went far above where it congested
+        before, so it changed), the detector says *normal* and the last loss window
+        lost under 2 %: libwebrtc sends no probe while delay- or loss-limited.
+        """
+        return (
+            self._aimd.increasing_without_capacity
+            and self._detector.usage == "normal"
+            and self._loss.loss_fraction < LossBasedBwe.LOW_LOSS
+        )
 
     def state(self) -> GccState:
         """A snapshot of every estimate and the detector."""

@@ -94,6 +94,10 @@ DEFAULT_MAX_BITRATE = 2_500_000
 # (a stamp band's blocks stay 8 pixels wide) and the frames between two changes.
 MIN_SCALED_WIDTH = 160
 SCALE_HOLD_S = 2.0
+# Scaling back up also needs the higher target to have lasted this long: a rate that
+# jumps (a probe result) and falls back at once must not cost two keyframes, and the
+# keyframe of the larger picture then comes once the sender sends at the new rate.
+SCALE_UP_HOLD_S = 1.0
 
 
 def default_max_bitrate(width: int, height: int) -> int:
@@ -145,6 +149,7 @@ _VP8E_SET_NOISE_SENSITIVITY = 15
 _VP8E_SET_STATIC_THRESHOLD = 17
 _VP8E_SET_TOKEN_PARTITIONS = 18
 _VP8E_SET_MAX_INTRA_BITRATE_PCT = 26
+_RESIZE_MAX_INTRA_PCT = 300
 
 
 class CodecError(WebrtcLabError, RuntimeError):
@@ -509,9 +514,10 @@ class Vp8Encoder(Encoder):
       (:attr:`size_max_bitrate`), as libwebrtc does when no maximum is configured;
     - ``min_bits_per_pixel``: scale the picture down by half (to no less than
       :data:`MIN_SCALED_WIDTH` wide) while the target gives fewer bits per pixel and frame
-      than this, and back up once the larger size would get 1.5 times as many, as
-      libwebrtc's resolution adaptation does under a low estimate (a rebuild and a
-      keyframe at each change, at most one per ``SCALE_HOLD_S`` seconds of frames);
+      than this, and back up once the larger size would have got 1.5 times as many
+      for ``SCALE_UP_HOLD_S`` seconds of frames, as libwebrtc's resolution adaptation
+      does under a low estimate (a rebuild and a keyframe at each change, at most one
+      per ``SCALE_HOLD_S`` seconds of frames);
       0 keeps the source size.  :attr:`scale` is the current factor.
     """
 
@@ -583,6 +589,7 @@ class Vp8Encoder(Encoder):
         #: the encoded size over the source's (1, 1/2, 1/4...)
         self.scale = 1.0
         self._scale_frames = 0  # frames encoded at the current scale
+        self._up_frames = 0  # consecutive frames whose target would allow a larger scale
 
         self._lib = _libvpx()
         self._lock = threading.Lock()
@@ -593,6 +600,8 @@ class Vp8Encoder(Encoder):
         self._buffer: np.ndarray[Any, np.dtype[np.uint8]] | None = None
         self._size: tuple[int, int] | None = None
         self._last_pts: int | None = None
+        self._max_intra_pct = 0  # VP8E_SET_MAX_INTRA_BITRATE_PCT of the open encoder
+        self._restore_intra = False  # set it again after the next frame
 
         #: RTP PictureID of the next frame (15 bits, random start, as aiortc)
         self.picture_id = random.randint(0, (1 << 15) - 1)
@@ -712,6 +721,15 @@ class Vp8Encoder(Encoder):
         # libwebrtc's MaxIntraTarget: half the optimal buffer, in % of a frame's share of
         # the rate, at least 3 frames' worth, so that a pacer can send a keyframe in time.
         max_intra_pct = max(300, int(cfg.rc_buf_optimal_sz * 0.5 * self.framerate / 10))
+        self._max_intra_pct = max_intra_pct
+        if self.inits:
+            # A rebuild for a new picture size (the rate changed a lot, often up after a
+            # probe): its keyframe gets 3 frames' worth (MaxIntraTarget's floor), not 9,
+            # so that it does not fill the bottleneck's queue; the next frame restores
+            # the limit.  (At 1.7 Mbit/s a 900 % keyframe is ~60 kB: 0.25 s of a 2 Mbit/s
+            # link, read by the delay-based estimator as over-use.)
+            max_intra_pct = _RESIZE_MAX_INTRA_PCT
+        self._restore_intra = max_intra_pct != self._max_intra_pct
         for control, value in (
             (_VP8E_SET_CPUUSED, self.cpu_used),
             (_VP8E_SET_NOISE_SENSITIVITY, self.noise_sensitivity),
@@ -828,22 +846,28 @@ class Vp8Encoder(Encoder):
     def _adapt_scale(self, width: int, height: int) -> float:
         """The scale for a source of this size under the current target (hysteresis)."""
         self._scale_frames += 1
-        if not self.min_bits_per_pixel or self._scale_frames < SCALE_HOLD_S * self.framerate:
+        if not self.min_bits_per_pixel:
             return self.scale
 
         def bits_per_pixel(scale: float) -> float:
             return self._effective_target() / (width * height * scale * scale * self.framerate)
 
         scale = self.scale
+        if scale < 1 and bits_per_pixel(scale * 2) >= 1.5 * self.min_bits_per_pixel:
+            self._up_frames += 1
+        else:
+            self._up_frames = 0
+        if self._scale_frames < SCALE_HOLD_S * self.framerate:
+            return scale
         if (
             bits_per_pixel(scale) < self.min_bits_per_pixel
             and width * scale / 2 >= MIN_SCALED_WIDTH
         ):
             scale /= 2
-        elif scale < 1 and bits_per_pixel(scale * 2) >= 1.5 * self.min_bits_per_pixel:
+        elif self._up_frames >= SCALE_UP_HOLD_S * self.framerate:
             scale *= 2
         if scale != self.scale:
-            self.scale, self._scale_frames = scale, 0
+            self.scale, self._scale_frames, self._up_frames = scale, 0, 0
         return scale
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
@@ -885,6 +909,11 @@ class Vp8Encoder(Encoder):
             if err != _VPX_CODEC_OK:
                 raise CodecError(f"vpx_codec_encode failed: {self._lib.describe(err, ctx)}")
             data = self._collect(ctx)
+            if self._restore_intra:
+                self._restore_intra = False
+                self._lib.lib.vpx_codec_control_(
+                    ctypes.byref(ctx), _VP8E_SET_MAX_INTRA_BITRATE_PCT, self._max_intra_pct
+                )
             if data:
                 self.frames += 1
             else:

@@ -9,7 +9,8 @@ same process keeps aiortc's behaviour), and why:
   (:mod:`webrtclab.codecs`), stamps the transport-wide sequence number, sends through a
   pacer, and bounds retransmissions and keyframes (:mod:`webrtclab.cc`).  Probe clusters
   (GCC's bandwidth probes) leave as RTX copies of the latest video packets, spaced at
-  the probed rate, as libwebrtc's payload padding does.
+  the probed rate, as libwebrtc's payload padding does; paced packets that leave
+  meanwhile belong to the cluster too, as in libwebrtc's pacer.
 - **RTCP in** (``RTCDtlsTransport._handle_rtcp_data``): aiortc parses transport-wide
   feedback (RTPFB FMT 15) as a NACK; the lab takes those packets out first.
 - **Receiving** (``RTCRtpReceiver._handle_rtp_packet``, ``_send_rtcp_nack``,
@@ -337,6 +338,10 @@ class ConnectionHooks:
         self._raw_send_rtp: dict[int, Callable[[bytes], Awaitable[None]]] = {}  # id(dtls)
         self._probe_queue: collections.deque[ProbeCluster] = collections.deque()
         self._probe_task: asyncio.Task[None] | None = None
+        # The cluster being sent: paced packets that leave meanwhile belong to it too.
+        self._probing: ProbeCluster | None = None
+        self._probing_bytes = 0  # paced packets sent during it: bytes and count
+        self._probing_packets = 0
         #: ``"estimator"`` mode: the receiver-side estimator's reporter, and every
         #: estimate sent as REMB: (time.monotonic() s, bit/s)
         self.reporter = PacketReporter(estimator) if estimator is not None else None
@@ -579,6 +584,14 @@ class ConnectionHooks:
             data = packet.serialize(extension_map)
             if twcc:
                 control.history.sent(sequence, now, len(data), is_retransmission=not media)
+                if self._probing is not None:
+                    # libwebrtc's pacer tags every packet it sends during a cluster
+                    # with it: the cluster measures what the link took of all of them,
+                    # not the probes' share next to the media, and probes only fill
+                    # the cluster up to its rate.
+                    control.probe_sent(sequence, self._probing)
+                    self._probing_bytes += len(data)
+                    self._probing_packets += 1
             await dtls._send_rtp(data)
             if media:
                 setattr(sender, _SENDER + "ntp_timestamp", aiortc_clock.current_ntp_time())
@@ -831,8 +844,13 @@ class ConnectionHooks:
         packets = sorted(recent, key=lambda p: len(p.payload), reverse=True)
         start = time.monotonic()
         sent_bytes = count = 0
+        self._probing = cluster
+        self._probing_bytes = self._probing_packets = 0
         try:
-            while count < cluster.min_probes or sent_bytes < cluster.min_bytes:
+            while (
+                count + self._probing_packets < cluster.min_probes
+                or sent_bytes + self._probing_bytes < cluster.min_bytes
+            ):
                 rtx_sequence = getattr(sender, _SENDER + "rtx_sequence_number")
                 packet = wrap_rtx(
                     packets[count % len(packets)],
@@ -854,12 +872,16 @@ class ConnectionHooks:
                 sent_bytes += len(data)
                 count += 1
                 # Spaced at the cluster's rate: packet n leaves when the bytes before it
-                # would have at that rate (the estimator leaves the last one out).
+                # (media sent meanwhile included) would have at that rate (the
+                # estimator leaves the last one out).
+                total = sent_bytes + self._probing_bytes
                 await asyncio.sleep(
-                    max(0.0, start + sent_bytes * 8 / cluster.bitrate_bps - time.monotonic())
+                    max(0.0, start + total * 8 / cluster.bitrate_bps - time.monotonic())
                 )
         except ConnectionError:
             pass
+        finally:
+            self._probing = None
 
     async def _resend_nacks(self) -> None:
         for kind, receiver in self._receivers:
