@@ -17,6 +17,7 @@ set), where a missing browser is a failure.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import shutil
 from typing import Any
@@ -84,15 +85,27 @@ class Tap:
         return out
 
 
-async def chrome_pair(chrome: BrowserPeer) -> dict[str, Any]:
-    """Chrome's selected candidate pair for bob, from its getStats."""
-    report = (await chrome.collect_stats())["bob"]
+async def chrome_pair(chrome: BrowserPeer, timeout: float = 5.0) -> dict[str, Any]:
+    """Chrome's selected candidate pair for bob, from its getStats.
+
+    The lab is connected when the aiortc side is; Chrome's transport may name its
+    selected pair a moment later, so its reports are polled until it does.
+    """
+    async with asyncio.timeout(timeout):
+        while True:
+            report = (await chrome.collect_stats()).get("bob", [])
+            pair_id = next(
+                (
+                    s["selectedCandidatePairId"]
+                    for s in report
+                    if s["type"] == "transport" and s.get("selectedCandidatePairId")
+                ),
+                None,
+            )
+            if pair_id is not None:
+                break
+            await asyncio.sleep(0.05)
     by_id = {stat["id"]: stat for stat in report}
-    pair_id = next(
-        s["selectedCandidatePairId"]
-        for s in report
-        if s["type"] == "transport" and s.get("selectedCandidatePairId")
-    )
     pair = by_id[pair_id]
     local, remote = by_id[pair["localCandidateId"]], by_id[pair["remoteCandidateId"]]
     # (Chrome leaves the address of a peer-reflexive remote candidate out of getStats.)

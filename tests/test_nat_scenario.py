@@ -88,7 +88,10 @@ def test_without_nat_nothing_changes() -> None:
     ("data", "message"),
     [
         ({"nat": "symmetric"}, "nat must be a table"),
-        ({"nat": {"type": "symmetric"}}, r"nat: unknown key 'type' \(known: default, ice_check"),
+        (
+            {"nat": {"type": "symmetric"}},
+            r"nat: unknown key 'type' \(known: access_link, default, ice_check",
+        ),
         ({"nat": {"default": "cone"}}, "nat.default: unknown NAT preset 'cone'"),
         ({"nat": {"default": 5}}, "nat.default must be a NAT preset name"),
         ({"nat": {"default": True}}, "nat.default must be a NAT preset name"),

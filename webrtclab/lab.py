@@ -22,14 +22,14 @@ from .media import MediaSpec
 from .netem.conditions import LinkConditions
 from .netem.gateway import NatGateway
 from .netem.nat import NatConfig, nat_config
-from .netem.natbox import NatBox
+from .netem.natbox import AccessLinkSetting, NatBox, access_link_pair
 from .netem.relay import Network
 from .peer import Peer
 from .signaling.client import Backoff
 from .signaling.server import SignalingServer
 from .stats import StatsSampler
 from .stun import StunServer
-from .tables import BROWSER_STATS, NAT_BINDINGS
+from .tables import BROWSER_STATS, NAT_BINDINGS, LinkRow
 from .turn import TurnServer
 
 __all__ = ["TURN_NODE", "Lab"]
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 TURN_NODE = "turn"
 
 _NO_NAT_GIVEN = object()
+_NOT_GIVEN = object()
 #: NAT boxes the lab creates get 127.1.0.N as public address and 127.2.N.0/24 inside.
 _NAT_PUBLIC = "127.1.0.{}"
 _NAT_PRIVATE = "127.2.{}.0/24"
@@ -52,6 +53,17 @@ def _nat_setting(value: object) -> NatConfig | NatBox | None:
     if value is None or isinstance(value, NatBox):
         return value
     return nat_config(value)
+
+
+def _access_detail(box: NatBox) -> str:
+    """The ``nat`` event's mention of the box's access link."""
+    link = box.access_link
+    if link is None:
+        return ""
+    up, down = link
+    if up == down:
+        return f", access link {up!r}"
+    return f", access link up {up!r}, down {down!r}"
 
 
 class Lab:
@@ -92,6 +104,12 @@ class Lab:
         then starts a STUN responder (:class:`~webrtclab.stun.StunServer`) that
         peers behind NATs use; :meth:`nat_bindings` is the table of what the boxes
         did.  Not with the network emulator (``link=``/``network=``) in this version.
+    :param access_link: every NAT box the lab makes gets this access link ("last mile",
+        needs ``nat=``; ``add_peer(access_link=...)`` overrides it per peer): a
+        :class:`~webrtclab.netem.conditions.LinkConditions` for both directions or an
+        ``(uplink, downlink)`` pair.  Every packet crossing a peer's box crosses it,
+        whichever path ICE picks (direct, or relayed through coturn); live changes with
+        :meth:`set_access_link`, counters in :meth:`links`.  Seeded from ``seed``.
     :param ice_check_retransmissions: for every aiortc peer: STUN retransmissions
         before a connectivity check fails (see :class:`~webrtclab.peer.Peer`); 2
         detects an ICE failure in about 4 s instead of over a minute.
@@ -114,6 +132,7 @@ class Lab:
         reconnect: Backoff | None = Backoff(),
         nat: NatConfig | NatBox | str | None = None,
         ice_check_retransmissions: int | None = None,
+        access_link: AccessLinkSetting | None = None,
     ) -> None:
         if relay_only and not turn:
             raise ConfigurationError("relay_only needs a TURN server: pass turn=True")
@@ -129,7 +148,20 @@ class Lab:
             raise ConfigurationError(
                 "nat= cannot be combined with the network emulator (link=/network=) yet"
             )
+        self.access_link = None if access_link is None else access_link_pair(access_link)
+        if self.access_link is not None and self.nat is None:
+            raise ConfigurationError(
+                "access_link= is the access link of the peers' NAT boxes: give nat= too "
+                "(or add_peer(..., nat=..., access_link=...))"
+            )
+        if self.access_link is not None and isinstance(self.nat, NatBox):
+            raise ConfigurationError(
+                "a shared NatBox has its own access link: give access_link= to the NatBox"
+            )
+        self.seed = seed
         self.ice_check_retransmissions = ice_check_retransmissions
+        #: the NAT box of every peer behind one, by user id
+        self.peer_boxes: dict[str, NatBox] = {}
         #: every NAT box a peer of this lab sits behind (see :meth:`nat_bindings`)
         self.nat_boxes: list[NatBox] = []
         self._own_boxes: list[NatBox] = []
@@ -168,6 +200,7 @@ class Lab:
             interval=stats_interval,
             clock=self.clock,
             network=network,
+            link_sources=[self._access_link_rows],
         )
         self._started = False
         self._closed = False
@@ -270,9 +303,12 @@ class Lab:
         """Create a peer and join it to the lab's room (it offers to those already there).
 
         ``nat=``: put this peer behind a NAT (see the lab's ``nat``; ``None``: no NAT,
-        whatever the lab's default); ``options`` go to :class:`~webrtclab.peer.Peer`.
+        whatever the lab's default); ``access_link=``: its box's access link (default:
+        the lab's ``access_link``; not with a shared ``NatBox``, whose own applies);
+        ``options`` go to :class:`~webrtclab.peer.Peer`.
         """
         nat = _nat_setting(options.pop("nat", self.nat))
+        access_link = self._peer_access_link(user_id, nat, options.pop("access_link", _NOT_GIVEN))
         if nat is not None and self.network is not None:
             raise ConfigurationError(
                 "nat= cannot be combined with the network emulator (link=/network=) yet"
@@ -286,7 +322,7 @@ class Lab:
         self._check_new_member(user_id)
         box = None
         if nat is not None:
-            box = self._nat_box(nat, user_id)
+            box = self._nat_box(nat, user_id, access_link)
             host = box.new_host()
             options["host_addresses"] = (host,)
             options["nat"] = box
@@ -295,7 +331,8 @@ class Lab:
                 user_id,
                 "",
                 "nat",
-                f"{box.name}: {box.config.name}, public {box.public_ip}, private {host}",
+                f"{box.name}: {box.config.name}, public {box.public_ip}, private {host}"
+                + _access_detail(box),
             )
         options.setdefault("host_addresses", self.host_addresses)
         options.setdefault("reconnect", self.reconnect)
@@ -322,14 +359,46 @@ class Lab:
             raise
         return peer
 
-    def _nat_box(self, nat: NatConfig | NatBox, user_id: str) -> NatBox:
+    def _peer_access_link(
+        self, user_id: str, nat: NatConfig | NatBox | None, value: object
+    ) -> tuple[LinkConditions, LinkConditions] | None:
+        """A new peer's access link: the one given (checked), else the lab's default."""
+        if value is _NOT_GIVEN:
+            return self.access_link if isinstance(nat, NatConfig) else None
+        if value is None:
+            return None
+        pair = access_link_pair(value, f'peer "{user_id}": access_link')
+        if nat is None:
+            raise ConfigurationError(
+                f'peer "{user_id}": access_link= is the access link of its NAT box: give nat= too'
+            )
+        if isinstance(nat, NatBox):
+            raise ConfigurationError(
+                f'peer "{user_id}": a shared NatBox has its own access link: give '
+                "access_link= to the NatBox"
+            )
+        return pair
+
+    def _nat_box(
+        self,
+        nat: NatConfig | NatBox,
+        user_id: str,
+        access_link: tuple[LinkConditions, LinkConditions] | None = None,
+    ) -> NatBox:
         """The box for a new peer: a new one for a config (named ``<user>-nat``), else the
         given (shared) one."""
         if isinstance(nat, NatBox):
             box = nat
         else:
-            box = NatBox(nat, name=f"{user_id}-nat")
+            box = NatBox(
+                nat,
+                name=f"{user_id}-nat",
+                access_link=access_link,
+                seed=self.seed,
+                inside_name=user_id,
+            )
             self._own_boxes.append(box)
+        self.peer_boxes[user_id] = box
         if box not in self.nat_boxes:
             if len(self.nat_boxes) >= _MAX_NATS:
                 raise ConfigurationError(f"a lab has at most {_MAX_NATS} NAT boxes")
@@ -364,6 +433,7 @@ class Lab:
         and tells, so its packets cross the box (its STUN and TURN servers too).
         """
         nat = _nat_setting(options.pop("nat", self.nat))
+        access_link = self._peer_access_link(user_id, nat, options.pop("access_link", _NOT_GIVEN))
         if nat is not None:
             self._check_browser_nat(user_id, nat, options)
         await self.start()
@@ -371,7 +441,7 @@ class Lab:
         gateway = None
         if nat is not None:
             assert isinstance(nat, NatConfig)
-            gateway = await self._nat_gateway(user_id, nat)
+            gateway = await self._nat_gateway(user_id, nat, access_link)
             options["ice_servers"] = self._browser_nat_ice_servers(user_id, gateway)
         elif self.turn is not None:
             # The same TURN path as the lab's aiortc peers (through the emulator if any).
@@ -431,9 +501,14 @@ class Lab:
                 "coturn (turn=True or a TurnServer), not a TurnConfig"
             )
 
-    async def _nat_gateway(self, user_id: str, nat: NatConfig) -> NatGateway:
+    async def _nat_gateway(
+        self,
+        user_id: str,
+        nat: NatConfig,
+        access_link: tuple[LinkConditions, LinkConditions] | None = None,
+    ) -> NatGateway:
         """A NAT box for a browser peer and the signaling hook that puts it in Chrome's path."""
-        box = self._nat_box(nat, user_id)
+        box = self._nat_box(nat, user_id, access_link)
         gateway = NatGateway(user_id, box)
         self._gateways.append(gateway)
         self._unhook_gateways[gateway] = self.server.dispatcher.add_rewrite(gateway.rewrite)
@@ -443,7 +518,7 @@ class Lab:
             "",
             "nat",
             f"{box.name}: {box.config.name}, public {box.public_ip}, "
-            f"inside {gateway.inside_ip}, host {gateway.host_ip}",
+            f"inside {gateway.inside_ip}, host {gateway.host_ip}" + _access_detail(box),
         )
         return gateway
 
@@ -588,6 +663,20 @@ class Lab:
             raise ConfigurationError("this lab has no network emulator: create it with link=")
         self.network.set_conditions(src, dst, conditions, both=both)
         self.event_log.add(src, dst, "link-change", repr(conditions))
+
+    def set_access_link(self, user_id: str, conditions: AccessLinkSetting) -> None:
+        """Change the access link of ``user_id``'s NAT box during a call (or give it one):
+        a :class:`~webrtclab.netem.conditions.LinkConditions` for both directions or an
+        ``(uplink, downlink)`` pair.  Packets sent afterwards see it; a shared box's
+        change applies to every peer behind it."""
+        box = self.peer_boxes.get(user_id)
+        if box is None:
+            raise ConfigurationError(f'"{user_id}" is not a peer of this lab behind a NAT')
+        box.set_access_link(access_link_pair(conditions, "access_link"))
+        self.event_log.add(user_id, box.name, "access-link-change", repr(box.access_link))
+
+    def _access_link_rows(self, now: float) -> list[LinkRow]:
+        return [row for box in list(self.nat_boxes) for row in box.link_rows(now)]
 
     async def close(self) -> None:
         """Stop sampling, close every peer, then the server; safe to call twice.

@@ -262,7 +262,9 @@ class StatsSampler:
     Each sample extends three feeds (see :mod:`webrtclab.tables`), all on one clock:
     :attr:`stats` (every member's rows, sharing the sample's time), :attr:`rtt` (the
     RTCP reports' round-trip times since the last sample) and, with a ``network``,
-    :attr:`links` (its counters and conditions, so plots show cause and effect).
+    :attr:`links` (its counters and conditions, so plots show cause and effect), with
+    the rows of each of ``link_sources`` (called with the sample's time: the lab's NAT
+    boxes' access links) in the same table.
 
     :param members: the members, or a callable returning them (members come and go).
     """
@@ -274,6 +276,7 @@ class StatsSampler:
         interval: float = 0.5,
         clock: LabClock | None = None,
         network: Network | None = None,
+        link_sources: Iterable[Callable[[float], Iterable[LinkRow]]] = (),
     ) -> None:
         if not 0.01 <= interval <= 3600:
             raise ConfigurationError(f"stats interval must be in [0.01, 3600] s, got {interval}")
@@ -281,6 +284,8 @@ class StatsSampler:
         self.interval = interval
         self.clock = clock or LabClock()
         self.network = network
+        #: more producers of links rows (the lab's NAT boxes' access links), one table
+        self.link_sources = list(link_sources)
         self.stats: Feed[StatsRow] = Feed(STATS)
         self.rtt: Feed[RttRow] = Feed(RTT)
         self.links: Feed[LinkRow] = Feed(LINKS)
@@ -302,8 +307,12 @@ class StatsSampler:
             rows.extend(StatsRow(*row) for row in member.stats_rows(raw, now))
         self.stats.extend(rows)
         self.rtt.extend(self._rtt.take(members))
+        links: list[LinkRow] = []
         if self.network is not None:
-            self.links.extend(self.network.link_rows(now))
+            links.extend(self.network.link_rows(now))
+        for source in self.link_sources:
+            links.extend(source(now))
+        self.links.extend(links)
         return rows
 
     def take_rtt(self) -> None:

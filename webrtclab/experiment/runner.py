@@ -152,6 +152,7 @@ async def run_scenario(
         turn=turn is not None,
         relay_only=turn is not None and turn.relay_only,
         ice_check_retransmissions=scenario.ice_check_retransmissions,
+        seed=scenario.seed,
     )
     quality = QualityMonitor(lab, psnr_every=scenario.psnr_every, freeze_ms=scenario.freeze_ms)
     sampler = lab.sampler
@@ -185,6 +186,7 @@ async def run_scenario(
                     media=spec.media,
                     congestion_control=spec.congestion_control,
                     nat=spec.nat,
+                    access_link=spec.access_link,
                 )
             await _connect(lab, scenario, failures)
             lab.event_log.add("", "", "call-start", scenario.name)

@@ -57,10 +57,15 @@ Peers behind emulated NATs (see webrtclab.netem.nat; not with [link] or [turn.li
     default = "symmetric"           # every peer's NAT: a preset, "none", or a table:
                                     # {preset = "symmetric", lifetime_s = 30, hairpinning = false}
     ice_check_retransmissions = 2   # a failing ICE check gives up after 3.5 s (aioice: 63.5 s)
+    [nat.access_link]               # each NAT box's access link (keys of [link])
+    delay_ms = 40
+    [nat.access_link.uplink]        # overrides for one direction (or: downlink)
+    rate_kbps = 1000
 
     [[peers]]
     name = "alice"
     nat = "full-cone"               # this peer's NAT ("none": no NAT, whatever the default)
+    access_link = {delay_ms = 10}   # this peer's access link (needs a NAT)
 """
 
 from __future__ import annotations
@@ -101,13 +106,25 @@ _TOP_KEYS = {
     "congestion_control",
     "nat",
 }
-_PEER_KEYS = {"name", "video", "audio", "width", "height", "fps", "congestion_control", "nat"}
+_PEER_KEYS = {
+    "name",
+    "video",
+    "audio",
+    "width",
+    "height",
+    "fps",
+    "congestion_control",
+    "nat",
+    "access_link",
+}
 _SWITCH_KEYS = {"at_s", "peer", "source"}
 _RECORD_KEYS = {"peer", "remote", "format"}
 _TRAFFIC_KEYS = {"chat_interval_s", "cursor_rate_hz"}
 _QUALITY_KEYS = {"psnr_every", "freeze_ms"}
 _TURN_KEYS = {"enabled", "relay_only", "link"}
-_NAT_KEYS = {"default", "ice_check_retransmissions"}
+_NAT_KEYS = {"default", "ice_check_retransmissions", "access_link"}
+#: an access link's per-direction sub-tables, and the [link] ones they stand for
+_ACCESS_DIRECTIONS = {"uplink": "a_to_b", "downlink": "b_to_a"}
 #: a NAT value that means "no NAT" (TOML has no null): a peer's ``nat`` or ``[nat] default``
 NO_NAT = "none"
 _SCHEDULE_DIRECTIONS = ("both", "a_to_b", "b_to_a")
@@ -124,6 +141,8 @@ class PeerSpec:
     congestion_control: CongestionControl = field(default_factory=CongestionControl)
     #: the NAT this peer sits behind (its own box), or None
     nat: NatConfig | None = None
+    #: its box's access link (uplink, downlink), or None
+    access_link: tuple[LinkConditions, LinkConditions] | None = None
 
 
 @dataclass(frozen=True)
@@ -193,8 +212,10 @@ class Scenario:
         if not isinstance(raw_peers, list) or len(raw_peers) < 2:
             raise ConfigurationError(f"peers must list at least two peers, got {raw_peers!r}")
         control = data.get("congestion_control", "gcc")
-        default_nat, retransmissions = _nat(data.get("nat"))
-        peers = tuple(_peer(p, i, seed, control, default_nat) for i, p in enumerate(raw_peers))
+        default_nat, retransmissions, default_access = _nat(data.get("nat"))
+        peers = tuple(
+            _peer(p, i, seed, control, default_nat, default_access) for i, p in enumerate(raw_peers)
+        )
         names = [p.name for p in peers]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"peer names must be unique, got {names}")
@@ -236,6 +257,11 @@ class Scenario:
             # The emulator names the TURN server "turn" (webrtclab.lab.TURN_NODE).
             raise ConfigurationError('a peer cannot be named "turn" in a scenario with [turn]')
         behind = [p.name for p in peers if p.nat is not None]
+        if default_access is not None and not behind:
+            raise ConfigurationError(
+                "nat.access_link is the access link of the peers' NAT boxes, but no peer is "
+                "behind a NAT: set nat.default or a peer's nat"
+            )
         if behind and (link is not None or schedules or (turn is not None and turn.link)):
             table = "[link]" if link is not None or schedules else "[turn.link]"
             raise ConfigurationError(
@@ -345,10 +371,12 @@ def _turn(table: Any) -> TurnSpec | None:
     return TurnSpec(relay_only=table.get("relay_only", False), link=link)
 
 
-def _nat(table: Any) -> tuple[NatConfig | None, int | None]:
-    """[nat]: every peer's default NAT, and ICE checks' retransmissions."""
+def _nat(
+    table: Any,
+) -> tuple[NatConfig | None, int | None, tuple[LinkConditions, LinkConditions] | None]:
+    """[nat]: every peer's default NAT, ICE checks' retransmissions, the default access link."""
     if table is None:
-        return None, None
+        return None, None, None
     if not isinstance(table, Mapping):
         raise ConfigurationError(f"nat must be a table, got {table!r}")
     _check_keys(table, _NAT_KEYS, "nat")
@@ -362,7 +390,27 @@ def _nat(table: Any) -> tuple[NatConfig | None, int | None]:
         raise ConfigurationError(
             f"nat.ice_check_retransmissions must be an integer in 0-10, got {retransmissions!r}"
         )
-    return default, retransmissions
+    access = None
+    if "access_link" in table:
+        access = _access_link(table["access_link"], "nat.access_link")
+    return default, retransmissions, access
+
+
+def _access_link(value: Any, where: str) -> tuple[LinkConditions, LinkConditions]:
+    """An access link table: the keys of [link], ``uplink``/``downlink`` sub-tables."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{where} must be a table (the keys of [link]), got {value!r}")
+    for key in value:
+        if key in _ACCESS_DIRECTIONS.values():
+            raise ConfigurationError(
+                f"{where}: unknown key {key!r} (an access link's directions are "
+                f"{' and '.join(_ACCESS_DIRECTIONS)})"
+            )
+    renamed = {_ACCESS_DIRECTIONS.get(str(k), str(k)): v for k, v in value.items()}
+    try:
+        return link_from_mapping(renamed)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
 
 
 def _nat_value(value: Any, where: str) -> NatConfig | None:
@@ -419,6 +467,7 @@ def _peer(
     seed: int,
     default_control: Any = "gcc",
     default_nat: NatConfig | None = None,
+    default_access: tuple[LinkConditions, LinkConditions] | None = None,
 ) -> PeerSpec:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"peers[{index}] must be a table, got {raw!r}")
@@ -450,7 +499,15 @@ def _peer(
     nat = default_nat
     if "nat" in raw:
         nat = _nat_value(raw["nat"], f"peers[{index}].nat")
-    return PeerSpec(name, media, congestion_control, nat)
+    access = default_access if nat is not None else None
+    if "access_link" in raw:
+        access = _access_link(raw["access_link"], f"peers[{index}].access_link")
+        if nat is None:
+            raise ConfigurationError(
+                f"peers[{index}].access_link is the access link of its NAT box, but the "
+                "peer is not behind a NAT: give it nat= (or nat.default)"
+            )
+    return PeerSpec(name, media, congestion_control, nat, access)
 
 
 def _schedules(steps: Any) -> dict[str, Schedule]:

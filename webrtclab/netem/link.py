@@ -25,12 +25,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from ..exceptions import ConfigurationError
+from ..tables import LinkRow
 from .conditions import LinkConditions, Schedule, apply_changes
 
 if TYPE_CHECKING:
     from .traces import Trace
 
-__all__ = ["DROP_REASONS", "Delivery", "DropReason", "LinkModel", "LinkStats", "link_pair"]
+__all__ = [
+    "DROP_REASONS",
+    "Delivery",
+    "DropReason",
+    "LinkModel",
+    "LinkStats",
+    "link_pair",
+    "link_row",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -357,4 +366,39 @@ def link_pair(
     return (
         LinkModel(a_to_b, 2 * seed, start_time, schedule=schedule, name="a_to_b"),
         LinkModel(b_to_a, 2 * seed + 1, start_time, schedule=schedule, name="b_to_a"),
+    )
+
+
+def link_row(model: LinkModel, src: str, dst: str, now: float) -> LinkRow:
+    """The ``links`` table row of one link direction: counters so far, conditions in force.
+
+    With a trace and no fixed rate, ``rate_kbps`` is the trace's capacity over the last
+    second before ``now`` (same clock as the model's ``start_time``).
+    """
+    stats, cond = model.stats, model.conditions
+    drops = stats.dropped_by_reason
+    rate = cond.rate_kbps
+    trace = cond.capacity_trace
+    if rate is None and trace is not None:
+        elapsed_ms = max((now - model.start_time) * 1000, 1.0)
+        rate = trace.rate_kbps_between(max(0.0, elapsed_ms - 1000), elapsed_ms)
+    return LinkRow(
+        now,
+        src,
+        dst,
+        stats.packets_in,
+        stats.delivered,
+        drops["loss"],
+        drops["burst"],
+        drops["queue"],
+        drops["outage"],
+        stats.duplicated,
+        stats.bytes_in,
+        stats.bytes_delivered,
+        stats.queue_delay_mean_s * 1000,
+        stats.queue_delay_max_s * 1000,
+        cond.delay_ms,
+        cond.jitter_ms,
+        cond.loss,
+        float("nan") if rate is None else float(rate),
     )

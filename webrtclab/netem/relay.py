@@ -52,7 +52,7 @@ from ..signaling import messages as m
 from ..signaling.rooms import Relayed
 from ..tables import LINKS, LinkRow
 from .conditions import LinkConditions, Schedule
-from .link import LinkModel
+from .link import LinkModel, link_row
 
 __all__ = ["LINK_COLUMNS", "Network"]
 
@@ -498,37 +498,7 @@ class Network:
         rows = []
         for pair in list(self._pairs.values()):
             for (src, dst), direction in pair.directions.items():
-                model = direction.model
-                stats, cond = model.stats, model.conditions
-                drops = stats.dropped_by_reason
-                rate = cond.rate_kbps
-                trace = cond.capacity_trace
-                if rate is None and trace is not None:
-                    # The capacity over the last second, as the trace gives it.
-                    elapsed_ms = max((now - model.start_time) * 1000, 1.0)
-                    rate = trace.rate_kbps_between(max(0.0, elapsed_ms - 1000), elapsed_ms)
-                rows.append(
-                    LinkRow(
-                        now,
-                        src,
-                        dst,
-                        stats.packets_in,
-                        stats.delivered,
-                        drops["loss"],
-                        drops["burst"],
-                        drops["queue"],
-                        drops["outage"],
-                        stats.duplicated,
-                        stats.bytes_in,
-                        stats.bytes_delivered,
-                        stats.queue_delay_mean_s * 1000,
-                        stats.queue_delay_max_s * 1000,
-                        cond.delay_ms,
-                        cond.jitter_ms,
-                        cond.loss,
-                        float("nan") if rate is None else float(rate),
-                    )
-                )
+                rows.append(link_row(direction.model, src, dst, now))
         return rows
 
     def proxies(self) -> list[tuple[str, str, Address, Address]]:
