@@ -20,6 +20,7 @@ __all__ = [
     "filter_candidates",
     "is_loopback",
     "parse_candidate",
+    "rewrite_candidates",
     "sdp_candidates",
     "strip_transport_cc",
 ]
@@ -71,6 +72,20 @@ def filter_candidates(sdp: str, keep: Callable[[RTCIceCandidate], bool]) -> str:
                     continue
             except ProtocolError:
                 continue
+        lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def rewrite_candidates(sdp: str, rewrite: Callable[[str], str | None]) -> str:
+    """``sdp`` with each ``a=candidate`` line's value (``candidate:...``) replaced by
+    ``rewrite(value)``; lines for which it returns None are dropped."""
+    lines = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            rewritten = rewrite(line[2:])
+            if rewritten is None:
+                continue
+            line = "a=" + rewritten
         lines.append(line)
     return "\r\n".join(lines) + "\r\n"
 

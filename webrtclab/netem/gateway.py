@@ -38,7 +38,7 @@ import msgspec
 from aiortc.sdp import candidate_to_sdp
 
 from ..exceptions import ConfigurationError, ProtocolError
-from ..sdp import parse_candidate
+from ..sdp import parse_candidate, rewrite_candidates
 from ..signaling import messages as m
 from ..signaling.rooms import Relayed
 from .nat import Address
@@ -194,15 +194,7 @@ class NatGateway:
         return self._inbound_candidate(text) if inbound else self._outbound_candidate(text)
 
     def _rewrite_sdp(self, sdp: str, inbound: bool) -> str:
-        lines = []
-        for line in sdp.splitlines():
-            if line.startswith("a=candidate:"):
-                rewritten = self._rewrite_text(line[2:], inbound)
-                if rewritten is None:
-                    continue
-                line = "a=" + rewritten
-            lines.append(line)
-        return "\r\n".join(lines) + "\r\n"
+        return rewrite_candidates(sdp, lambda text: self._rewrite_text(text, inbound))
 
     def rewrite(self, sender: str, receiver: str, message: Relayed) -> Relayed | None:
         """The signaling hook: what the peer is told, and what it tells, as its NAT makes it."""

@@ -47,7 +47,7 @@ from aiortc.sdp import candidate_to_sdp
 from .._tasks import CloseOnce
 from ..events import LabClock
 from ..exceptions import ConfigurationError, InvalidStateError
-from ..sdp import is_loopback, parse_candidate
+from ..sdp import is_loopback, parse_candidate, rewrite_candidates
 from ..signaling import messages as m
 from ..signaling.rooms import Relayed
 from ..tables import LINKS, LinkRow
@@ -365,15 +365,7 @@ class Network:
         """``sdp`` with every candidate of ``sender`` replaced by its relay socket."""
         if self._pair(sender, receiver) is None:
             return sdp
-        lines = []
-        for line in sdp.splitlines():
-            if line.startswith("a=candidate:"):
-                rewritten = self.rewrite_candidate(sender, receiver, line[2:])
-                if rewritten is None:
-                    continue
-                line = "a=" + rewritten
-            lines.append(line)
-        return "\r\n".join(lines) + "\r\n"
+        return rewrite_candidates(sdp, lambda text: self.rewrite_candidate(sender, receiver, text))
 
     def rewrite(self, sender: str, receiver: str, message: Relayed) -> Relayed | None:
         """The signaling hook: rewrite relayed offers, answers and candidates."""
