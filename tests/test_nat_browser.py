@@ -121,7 +121,8 @@ async def chrome_pair(chrome: BrowserPeer, timeout: float = 5.0) -> dict[str, An
 def aiortc_loopback_only(lab: Lab) -> None:
     for session in lab.peers["bob"].sessions.values():
         for description in (session.pc.localDescription, session.pc.remoteDescription):
-            assert description is not None
+            if description is None:
+                continue  # a session re-established after the failure, not yet negotiated
             for candidate in sdp_candidates(description.sdp):
                 assert ipaddress.IPv4Address(candidate.ip) in LOOPBACK, candidate
 

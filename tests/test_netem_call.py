@@ -70,7 +70,15 @@ async def test_delay_and_loss_show_in_stats_and_a_live_change_raises_rtt() -> No
         frame = lab.stats()
         frame = frame[frame["time_s"] >= t_connected]
         send = frame[frame["direction"] == "send"]
-        rtt = send["rtt_ms"].dropna()
+        smoothed = send["rtt_ms"].dropna()
+        assert len(smoothed) >= 8
+        # aiortc's roundTripTime keeps 85 % of its last value at each report: one report
+        # delayed by a busy machine at the start keeps it high for seconds.  The delay
+        # shows in it (never below the emulated round trip); each report's own RTT
+        # (lab.rtt()) measures it.
+        assert smoothed.min() >= 100 - 15, smoothed.describe()
+        reports = lab.rtt()
+        rtt = reports.loc[reports["time_s"] >= t_connected, "rtt_ms"]
         assert len(rtt) >= 8
         assert abs(rtt.median() - 100) <= 15, rtt.describe()
         # Receive-side loss from the inbound counters.  Audio is the clean measure: video
