@@ -80,7 +80,8 @@ async def test_delay_and_loss_show_in_stats_and_a_live_change_raises_rtt() -> No
         reports = lab.rtt()
         rtt = reports.loc[reports["time_s"] >= t_connected, "rtt_ms"]
         assert len(rtt) >= 8
-        assert abs(rtt.median() - 100) <= 15, rtt.describe()
+        # A report handled late by a busy machine only ever adds: the lower quartile.
+        assert abs(rtt.quantile(0.25) - 100) <= 15, rtt.describe()
         # Receive-side loss from the inbound counters.  Audio is the clean measure: video
         # loss is partly repaired by NACK retransmissions, which count as received.
         recv = frame[frame["direction"] == "recv"]

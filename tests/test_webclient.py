@@ -152,8 +152,10 @@ async def test_browser_and_aiortc_call_through_the_emulator() -> None:
                 # Chrome's roundTripTime is each report's; aiortc's rtt_ms is smoothed (its
                 # first reports linger), so take aiortc's per-report samples instead.
                 values = send["rtt_ms"] if peer == "chrome" else samples["rtt_ms"]
-                rtt = values.dropna().iloc[1:].median()  # the first RTCP may be early
-                assert 2 * DELAY_MS - 3 <= rtt <= 2 * DELAY_MS * 1.15 + 5, (peer, rtt)
+                # The first RTCP may be early; a busy machine only ever adds to an RTT (a
+                # report handled late), so the lower quartile measures the link.
+                rtt = values.dropna().iloc[1:].quantile(0.25)
+                assert 2 * DELAY_MS - 3 <= rtt <= 2 * DELAY_MS * 1.15 + 5, (peer, values.tolist())
                 assert rows(stats, peer, "recv")["bitrate_kbps"].max() > 50, peer
             # Through the relay Chrome learns its own address as the relay sees it, like
             # behind a NAT: its local candidate may be peer-reflexive.  aiortc's is host.
