@@ -294,3 +294,13 @@ def raw_sockets() -> Iterator[RawSocketFactory]:
     yield factory
     for raw in opened:
         raw.close()
+
+
+@pytest.fixture
+def outside() -> Iterator[socket.socket]:
+    """An endpoint outside every NAT, on 127.0.0.1."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    yield sock
+    sock.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from aioice import stun
@@ -349,16 +349,6 @@ def test_a_peer_behind_a_box_must_gather_on_its_private_network() -> None:
 
 
 # --- the box on real loopback sockets ---------------------------------------------------------
-
-
-@pytest.fixture
-def outside() -> Iterator[socket.socket]:
-    """An endpoint outside every NAT, on 127.0.0.1."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
 
 
 async def recv(sock: socket.socket, timeout: float = 2.0) -> tuple[bytes, tuple[str, int]]:

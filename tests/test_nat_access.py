@@ -14,7 +14,6 @@ import asyncio
 import shutil
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,6 @@ SMALL = MediaSpec(width=160, height=120, fps=15)
 needs_coturn = pytest.mark.skipif(
     shutil.which("turnserver") is None, reason="coturn (turnserver) is not installed"
 )
-
-
-@pytest.fixture
-def outside() -> Iterator[socket.socket]:
-    """An endpoint outside every NAT, on 127.0.0.1."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
 
 
 class Inside:
