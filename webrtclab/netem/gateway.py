@@ -35,6 +35,7 @@ import socket
 from functools import partial
 
 import msgspec
+from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_to_sdp
 
 from ..exceptions import ConfigurationError, ProtocolError
@@ -50,6 +51,17 @@ logger = logging.getLogger(__name__)
 
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
 _RECV_SIZE = 65536
+
+
+def _loopback_udp(text: str) -> RTCIceCandidate | None:
+    """``text`` parsed, if it is a UDP candidate on an IPv4 loopback address (else None)."""
+    try:
+        candidate = parse_candidate(text)
+    except ProtocolError:
+        return None
+    if candidate.protocol.lower() != "udp" or not _ipv4_loopback(candidate.ip):
+        return None
+    return candidate
 
 
 def _ipv4_loopback(host: str) -> bool:
@@ -161,11 +173,8 @@ class NatGateway:
 
     def _inbound_candidate(self, text: str) -> str | None:
         """A candidate the peer is told about, as a proxy of the box; None: drop it."""
-        try:
-            candidate = parse_candidate(text)
-        except ProtocolError:
-            return None
-        if candidate.protocol.lower() != "udp" or not _ipv4_loopback(candidate.ip):
+        candidate = _loopback_udp(text)
+        if candidate is None:
             return None
         candidate.ip, candidate.port = self.front((candidate.ip, candidate.port))
         candidate.relatedAddress = candidate.relatedPort = None
@@ -173,11 +182,8 @@ class NatGateway:
 
     def _outbound_candidate(self, text: str) -> str | None:
         """A candidate of the peer, as others see it; None: drop it."""
-        try:
-            candidate = parse_candidate(text)
-        except ProtocolError:
-            return None
-        if candidate.protocol.lower() != "udp" or not _ipv4_loopback(candidate.ip):
+        candidate = _loopback_udp(text)
+        if candidate is None:
             return None
         if candidate.type == "host":
             candidate.ip = self.host_ip  # a private address: unreachable from outside
