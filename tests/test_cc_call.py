@@ -75,7 +75,9 @@ async def test_gcc_holds_a_500_kbps_cap() -> None:
     sent = video_rows(stats, "alice", "send", since)
     assert (sent["target_kbps"] < CAP_KBPS).all()
     # The wire carries more than the payload (headers, SRTP tag, retransmissions).
-    assert (sent["wire_kbps"] > sent["bitrate_kbps"]).mean() > 0.9
+    # Both counters are read at the same instant, so this holds in every interval.
+    assert (sent["wire_kbps"] >= sent["bitrate_kbps"]).all()
+    assert sent["wire_kbps"].sum() > sent["bitrate_kbps"].sum()
     assert sent["rtx_kbps"].notna().all()
 
 

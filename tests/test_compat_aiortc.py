@@ -26,6 +26,7 @@ from webrtclab.compat.aiortc import (
     enable_transport_cc,
     encoder_target,
     negotiates_transport_cc,
+    sent_counts,
 )
 from webrtclab.loopback import gather_on
 from webrtclab.media import SyntheticVideoTrack
@@ -125,6 +126,13 @@ async def test_every_patch_does_its_job_on_a_gcc_call(gcc_pair: tuple[Side, Side
     assert a.rate.pacer.sent_packets > 0
     counters = a.rate.counters["video"]
     assert counters.wire_packets > 0 and counters.wire_bytes > 0
+    # The payload counters read now are getStats' bytesSent/packetsSent; the wire
+    # carries them plus headers.
+    report = await sender.getStats()
+    octets, packets = sent_counts(sender)
+    outbound = next(s for s in report.values() if s.type == "outbound-rtp")
+    assert 0 < outbound.bytesSent <= octets and 0 < outbound.packetsSent <= packets
+    assert counters.wire_bytes > octets
     # Receivers count payload bytes; every RTCP report's RTT reaches the callback.
     assert b.received["video"].bytes > 0 and b.received["video"].packets > 0
     await wait_until(lambda: a.rtts and b.rtts, timeout=10)

@@ -71,6 +71,9 @@ class FakePc:
     def getTransceivers(self) -> list[SimpleNamespace]:
         return self.transceivers
 
+    def getSenders(self) -> list[Any]:
+        return []  # send rows keep the report's counters
+
     async def getStats(self) -> Any:
         item = self.reports.pop(0) if len(self.reports) > 1 else self.reports[0]
         if isinstance(item, BaseException):

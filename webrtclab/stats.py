@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._tasks import cancel_and_wait
-from .compat.aiortc import media_stream_stats, negotiated_codecs
+from .compat.aiortc import media_stream_stats, negotiated_codecs, sent_counts
 from .events import LabClock
 from .exceptions import ConfigurationError
 from .member import Member
@@ -140,6 +140,16 @@ def session_rows(
             acc["jitter"] = max(acc["jitter"], stat.jitter)
         elif stat.type == "remote-inbound-rtp":
             remote_in[kind] = stat
+    # The payload counters again, read now like the wire counters below: per interval,
+    # wire bytes then never fall below payload bytes through getStats' timing.
+    current: dict[str, tuple[int, int]] = {}
+    for sender in session.pc.getSenders():
+        octets, count = sent_counts(sender)
+        before = current.get(sender.kind, (0, 0))
+        current[sender.kind] = (before[0] + octets, before[1] + count)
+    for kind, (octets, count) in current.items():
+        if ("send", kind) in sums:
+            sums[("send", kind)].update(bytes=octets, packets=count)
     path = session.selected_path()
     candidate_type = path[0] if path is not None else None  # <NA>: no pair selected yet
     rows: list[StatsRow] = []

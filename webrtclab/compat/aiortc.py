@@ -82,6 +82,7 @@ __all__ = [
     "media_stream_stats",
     "negotiated_codecs",
     "negotiates_transport_cc",
+    "sent_counts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,18 @@ def encoder_target(sender: RTCRtpSender) -> int | None:
     encoder = getattr(sender, _SENDER + "encoder", None)
     target = getattr(encoder, "target_bitrate", None)
     return int(target) if isinstance(target, int) else None
+
+
+def sent_counts(sender: RTCRtpSender) -> tuple[int, int]:
+    """The payload bytes and packets ``sender`` has sent, read now.
+
+    The same counters as its outbound-rtp ``bytesSent``/``packetsSent``, but read
+    synchronously: getStats takes them at some point while it awaits other transports,
+    so next to counters read after it they are skewed by a packet or two.
+    """
+    octets = getattr(sender, _SENDER + "octet_count", 0)
+    packets = getattr(sender, _SENDER + "packet_count", 0)
+    return int(octets), int(packets)
 
 
 def media_stream_stats(receiver: RTCRtpReceiver | None) -> list[Any]:
