@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ._shipped import DATA_DIR
 from .exceptions import ConfigurationError
 from .plot import plot_result
 
@@ -17,18 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DEMO_SCENARIO", "DemoResult", "run_demo"]
 
-# What `make demo` runs: 320x240 at 15 fps both ways over 40 ms +-2 ms and 1 % loss each
-# way, with chat every second and cursor updates at 20 Hz.
-DEMO_SCENARIO: dict[str, Any] = {
-    "name": "demo",
-    "seed": 1,
-    "peers": [
-        {"name": "alice", "width": 320, "height": 240, "fps": 15},
-        {"name": "bob", "width": 320, "height": 240, "fps": 15},
-    ],
-    "link": {"delay_ms": 40, "jitter_ms": 2, "loss": 0.01},
-    "traffic": {"chat_interval_s": 1.0, "cursor_rate_hz": 20},
-}
+# What `make demo` runs: the shipped scenario "demo" (320x240 at 15 fps both ways over
+# 40 ms +-2 ms and 1 % loss each way, chat every second, cursor updates at 20 Hz).
+DEMO_SCENARIO = DATA_DIR / "scenarios" / "demo.toml"
 
 
 @dataclass
@@ -78,14 +70,14 @@ async def run_demo(
     ``stats.csv``, ``events.csv`` and ``timeline.png``; a previous demo in ``out``
     is replaced.
     """
-    from .experiment import Scenario, run_scenario
+    from .experiment import load_scenario, run_scenario
 
     if not (isinstance(duration, int | float) and 1.0 <= duration <= 24 * 3600):
         raise ConfigurationError(f"demo duration must be in [1, 86400] s, got {duration}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"output path {str(out)!r} exists and is not a directory")
-    scenario = Scenario.from_mapping({**DEMO_SCENARIO, "duration_s": duration})
+    scenario = load_scenario(DEMO_SCENARIO).with_overrides({"duration_s": duration})
     result = await run_scenario(scenario, out, progress=progress, overwrite=True)
     result.stats.to_csv(out / "stats.csv", index=False)
     result.events.to_csv(out / "events.csv", index=False)
