@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 # Subcommands import what they need when they run: ``serve`` and ``--help`` must not
 # load aiortc, pandas or matplotlib (see tests/test_architecture.py).
+from . import _gcpause
 from ._shipped import DATA_DIR, shipped_names
 from .exceptions import ConfigurationError, WebrtcLabError
 
@@ -246,6 +247,7 @@ async def _peer(args: argparse.Namespace) -> None:
         "connectionstatechange",
         lambda remote, state: logger.info("%s: connection with %s is %s", args.user, remote, state),
     )
+    _gcpause.hold()  # a bot runs until stopped: its process exits, nothing to release
     with _stop_on_signals() as stop:
         async with peer:
             existing = await peer.join(args.signal, args.room, token=args.token)

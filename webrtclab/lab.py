@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pandas as pd
 from aiortc import RTCIceServer
 
+from . import _gcpause
 from ._tasks import CloseOnce
 from .auth import TurnConfig
 from .browser import BrowserPeer, Chromium
@@ -203,6 +204,7 @@ class Lab:
             link_sources=[self._access_link_rows],
         )
         self._started = False
+        self._holds_gc = False
         self._closed = False
         self._closing = CloseOnce()
 
@@ -232,6 +234,9 @@ class Lab:
             raise InvalidStateError("cannot start a lab that was closed")
         if self._started:
             return
+        if not self._holds_gc:
+            _gcpause.hold()  # full collections would stall the emulated links
+            self._holds_gc = True
         if isinstance(self.turn, TurnServer):
             await self.turn.start()
         if self._own_server:
@@ -683,7 +688,12 @@ class Lab:
 
         A second caller waits for the first close to end.
         """
-        await self._closing.run(self._close)
+        try:
+            await self._closing.run(self._close)
+        finally:
+            if self._holds_gc and self._closed:
+                self._holds_gc = False
+                _gcpause.release()
 
     async def _close(self) -> None:
         self._closed = True

@@ -572,20 +572,23 @@ def _bounce(position: int, span: int) -> int:
 def _texture(width: int, height: int, seed: int) -> np.ndarray:
     """A detailed picture twice the frame size, so scrolling never runs out.
 
+    Two by two copies of one frame-sized tile, so the scroll wraps without a seam in
+    time: every frame is its predecessor moved, never a scene cut (a cut every few
+    seconds would make the encoder emit near-keyframes that no camera does).
     Cached (read-only) because making it costs tens of milliseconds at 640x480,
     which would otherwise add to every peer's setup time.
     """
     rng = np.random.default_rng(seed)
-    h, w = 2 * height, 2 * width
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     red = 128 + 90 * np.sin(2 * np.pi * x / width)
-    green = 128 + 90 * np.sin(2 * np.pi * (x + y) / (height * 0.7))
+    green = 128 + 90 * np.sin(2 * np.pi * (2 * x / width + y / height))
     blue = 128 + 90 * np.cos(2 * np.pi * y / height)
     img = np.stack([red, green, blue], axis=-1)
     checker = (((x // 8) + (y // 8)) % 2) * 40 - 20
     img += checker[..., None]
     img += rng.normal(0, 12, size=img.shape)
-    texture = np.clip(img, 0, 255).astype(np.uint8)
+    tile = np.clip(img, 0, 255).astype(np.uint8)
+    texture = np.tile(tile, (2, 2, 1))
     texture.flags.writeable = False
     return texture
 
