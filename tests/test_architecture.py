@@ -279,6 +279,7 @@ LAYERS: dict[str, int] = {
             "exceptions",
             "events",
             "_tasks",
+            "_gcpause",
             "_display",
             "_lazy",
             "_shipped",
