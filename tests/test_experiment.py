@@ -42,11 +42,13 @@ async def test_run_writes_a_complete_result(tmp_path: Path) -> None:
     result = await run_scenario(scenario(link={"delay_ms": 20}), out, progress=False)
     assert result.status == "completed"
     assert sorted(p.name for p in out.iterdir()) == [
+        "browser_stats.parquet",
         "events.parquet",
         "frames.parquet",
         "links.parquet",
         "messages.parquet",
         "metadata.json",
+        "nat_bindings.parquet",
         "rtt.parquet",
         "stats.parquet",
     ]  # journals are removed once the Parquet files are final

@@ -434,8 +434,9 @@ def test_import_stats_writes_a_result_folder_that_load_reads(
     direct = load_webrtc_internals(call.dump)
     pd.testing.assert_frame_equal(loaded.stats, direct.stats)
     pd.testing.assert_frame_equal(loaded.events, direct.events)
-    raw = pd.read_parquet(out / "browser_stats.parquet")
-    pd.testing.assert_frame_equal(raw, direct.browser_stats)
+    # browser_stats is a table of the folder like the others.
+    assert len(direct.browser_stats) > 100
+    pd.testing.assert_frame_equal(loaded.browser_stats, direct.browser_stats)
 
     # A folder that holds a result is refused, unless asked to replace it.
     assert main(["import-stats", str(call.dump), "--out", str(out)]) == 2

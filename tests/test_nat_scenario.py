@@ -220,6 +220,9 @@ async def test_run_behind_nats_records_connect_time_and_candidate_types(tmp_path
     assert result.metadata["summary"]["connect_s"] == pytest.approx(summary["connect_s"])
     assert set(result.stats["candidate_type"].dropna()) == {"prflx", "srflx"}
     assert result.summary()["recv_fps"] > 5
+    # The boxes' bindings are a table of the folder, journaled as they happened.
+    created = result.nat_bindings[result.nat_bindings["event"] == "mapping-created"]
+    assert set(created["nat"]) == {"alice-nat", "bob-nat"}
 
 
 async def test_a_call_that_cannot_connect_fails_fast_into_a_failed_result(
@@ -239,6 +242,8 @@ async def test_a_call_that_cannot_connect_fails_fast_into_a_failed_result(
     assert set(events[events["event"] == "ice-failed"]["peer"]) == {"alice", "bob"}
     assert not events[events["event"] == "ice-checks"].empty
     assert "call-start" not in set(events["event"])
+    # What the symmetric boxes refused is kept, though the run failed.
+    assert (result.nat_bindings["event"] == "filtered").any()
     assert math.isnan(result.summary()["connect_s"])
     assert result.metadata["summary"]["connect_s"] is None  # NaN, as strict JSON
 

@@ -294,7 +294,7 @@ def _import_stats(args: argparse.Namespace) -> None:
     field = load_webrtc_internals(args.file, peer=args.peer)  # refused before --out is made
     out = field.write(args.out, overwrite=args.overwrite)
     _print_json(field.summary())
-    print(f"results in {out}/ (browser_stats.parquet beside the tables)", file=sys.stderr)  # noqa: T201
+    print(f"results in {out}/", file=sys.stderr)  # noqa: T201
 
 
 def _export_stats(args: argparse.Namespace) -> None:

@@ -78,18 +78,19 @@ class FieldData(Result):
     connection's id, page URL, peer and remote.
     """
 
-    browser_stats: pd.DataFrame = field(default_factory=BROWSER_STATS.frame)
-
     def write(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write a result folder that :func:`webrtclab.experiment.load` reads, with
-        ``browser_stats.parquet`` beside the usual tables."""
+        """Write a result folder that :func:`webrtclab.experiment.load` reads back."""
         writer = ResultWriter(
             Path(out), self.metadata.get("scenario", {}), seed=0, overwrite=overwrite
         )
         writer.metadata["source"] = self.metadata.get("source", {})
-        for table, frame in (("stats", self.stats), ("events", self.events), ("rtt", self.rtt)):
+        for table, frame in (
+            ("stats", self.stats),
+            ("events", self.events),
+            ("rtt", self.rtt),
+            ("browser_stats", self.browser_stats),
+        ):
             writer.append(table, _plain_rows(frame))
-        self.browser_stats.to_parquet(writer.out / "browser_stats.parquet", index=False)
         writer.finish("completed", summary=self.summary())
         return writer.out
 

@@ -290,4 +290,6 @@ MESSAGES: Schema[MessageRow] = Schema("messages", MessageRow)
 BROWSER_STATS: Schema[BrowserStatsRow] = Schema("browser_stats", BrowserStatsRow)
 NAT_BINDINGS: Schema[NatBindingRow] = Schema("nat_bindings", NatBindingRow)
 #: every table a result folder holds, by name
-SCHEMAS: dict[str, Schema[Any]] = {s.name: s for s in (STATS, LINKS, EVENTS, FRAMES, MESSAGES, RTT)}
+SCHEMAS: dict[str, Schema[Any]] = {
+    s.name: s for s in (STATS, LINKS, EVENTS, FRAMES, MESSAGES, RTT, NAT_BINDINGS, BROWSER_STATS)
+}

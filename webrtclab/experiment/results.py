@@ -222,6 +222,10 @@ class Result:
     messages: pd.DataFrame
     # The RTT of every RTCP report (stats' rtt_ms is aiortc's smoothed value).
     rtt: pd.DataFrame = field(default_factory=lambda: SCHEMAS["rtt"].frame())
+    # What every NAT box did (see Lab.nat_bindings); empty without NATs.
+    nat_bindings: pd.DataFrame = field(default_factory=lambda: SCHEMAS["nat_bindings"].frame())
+    # Browser metrics in long format (field data; scenarios have no browser peers).
+    browser_stats: pd.DataFrame = field(default_factory=lambda: SCHEMAS["browser_stats"].frame())
     recordings: list[Path] = field(default_factory=list)
 
     @property

@@ -176,6 +176,17 @@ async def run_scenario(
                 failures.set_result(row)
 
     lab.event_log.subscribe(on_events)
+    followed: list[Any] = []  # the NAT boxes whose rows are journaled
+
+    def follow_nat_boxes() -> None:
+        # A peer's box comes with it: its rows so far (the box may be shared and
+        # older), then every later one.
+        for box in lab.nat_boxes:
+            if all(box is not seen for seen in followed):
+                followed.append(box)
+                writer.append("nat_bindings", list(box.rows.rows))
+                writer.follow(box.rows)
+
     status, error = "failed", None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -188,6 +199,7 @@ async def run_scenario(
                     nat=spec.nat,
                     access_link=spec.access_link,
                 )
+                follow_nat_boxes()
             await _connect(lab, scenario, failures)
             lab.event_log.add("", "", "call-start", scenario.name)
             start = lab.clock.now()
