@@ -59,3 +59,20 @@ async def test_a_running_lab_holds_the_freeze_until_it_closes() -> None:
     assert gc.get_freeze_count() == 0
     await lab.close()  # idempotent: one release
     assert gc.get_freeze_count() == 0
+
+
+async def test_a_lab_whose_start_fails_does_not_keep_the_freeze(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lab = Lab()
+
+    def broken() -> None:
+        raise OSError("no sampler today")
+
+    monkeypatch.setattr(lab.sampler, "start", broken)
+    with pytest.raises(OSError, match="no sampler today"):
+        async with lab:
+            pass  # pragma: no cover - not reached
+    assert gc.get_freeze_count() == 0
+    await lab.close()  # what the server started is closed; nothing is released twice
+    assert gc.get_freeze_count() == 0

@@ -237,13 +237,19 @@ class Lab:
         if not self._holds_gc:
             _gcpause.hold()  # full collections would stall the emulated links
             self._holds_gc = True
-        if isinstance(self.turn, TurnServer):
-            await self.turn.start()
-        if self._own_server:
-            await self.server.start()
-        if self.network is not None:
-            self.network.start()
-        self.sampler.start()
+        try:
+            if isinstance(self.turn, TurnServer):
+                await self.turn.start()
+            if self._own_server:
+                await self.server.start()
+            if self.network is not None:
+                self.network.start()
+            self.sampler.start()
+        except BaseException:
+            # `async with` does not close a lab whose start failed: do not keep the hold.
+            self._holds_gc = False
+            _gcpause.release()
+            raise
         self._started = True
 
     def _server_settings(self, options: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .._tasks import cancel_and_wait
 from ..exceptions import WebrtcLabError
 from ..lab import TURN_NODE, Lab
 from ..netem.conditions import LinkConditions
+from ..netem.natbox import NatBox
 from ..netem.relay import Network
 from ..quality import QualityMonitor
 from ..tables import EventRow, StatsRow
@@ -176,7 +177,7 @@ async def run_scenario(
                 failures.set_result(row)
 
     lab.event_log.subscribe(on_events)
-    followed: list[Any] = []  # the NAT boxes whose rows are journaled
+    followed: list[NatBox] = []  # the NAT boxes whose rows are journaled
 
     def follow_nat_boxes() -> None:
         # A peer's box comes with it: its rows so far (the box may be shared and
