@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from onnx import GraphProto
 
-def _save(graph: object, path: Path) -> Path:
+
+def _save(graph: GraphProto, path: Path) -> Path:
     import onnx
     from onnx import helper
 

@@ -187,8 +187,8 @@ async def test_default_bot_is_reachable_from_a_real_interface_only_peer() -> Non
         }
         assert result["frame"] == [160, 120]
 
-        code, _, err = await stop(bot)
-        assert code == 0, err
+        code, _, bot_err = await stop(bot)
+        assert code == 0, bot_err
 
 
 async def test_loopback_only_bot_offers_loopback_candidates_only() -> None:

@@ -182,7 +182,7 @@ def test_a_failing_module_and_bad_objects_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="importing .* failed: RuntimeError: boom"):
         parse_congestion_control(f"estimator:{broken}:Estimator")
     with pytest.raises(ConfigurationError, match="must be a string, a CongestionControl"):
-        parse_congestion_control(42)  # type: ignore[arg-type]
+        parse_congestion_control(42)
     with pytest.raises(ConfigurationError, match="no report_states and no get_estimated"):
         CongestionControl(mode="estimator", estimator=object)
     with pytest.raises(ConfigurationError, match="an estimator goes"):

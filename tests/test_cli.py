@@ -380,7 +380,8 @@ def test_live_summary_of_one_sample() -> None:
     from webrtclab.tables import StatsRow
 
     def row(direction: str, kind: str, rtt: float, kbps: float, fps: float) -> StatsRow:
-        values = dict.fromkeys(STATS_COLUMNS, math.nan)
+        # NaN in every column, strings and counts included: a row of any shape will do.
+        values: dict[str, Any] = dict.fromkeys(STATS_COLUMNS, math.nan)
         values.update(direction=direction, kind=kind, rtt_ms=rtt, bitrate_kbps=kbps)
         values["frames_per_s"] = fps
         return StatsRow(**values)

@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict, cast
 
 import av
 import numpy as np
@@ -58,9 +59,12 @@ def texture(width: int, height: int, seed: int) -> np.ndarray:
     """Smooth seeded noise: 8x8 random blocks, box-blurred."""
     rng = np.random.default_rng(seed)
     blocks = rng.integers(16, 240, size=(height // 8 + 1, width // 8 + 1)).astype(np.float32)
-    image = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:height, :width]
+    image: np.ndarray = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:height, :width]
     for axis in (0, 1):
-        image = sum(np.roll(image, shift, axis=axis) for shift in range(-2, 3)) / 5
+        # A sum of arrays is an array (typeshed allows the empty sum's 0).
+        image = (
+            cast(np.ndarray, sum(np.roll(image, shift, axis=axis) for shift in range(-2, 3))) / 5
+        )
     return image.astype(np.uint8)
 
 
@@ -210,9 +214,12 @@ def test_320x240_at_500k_decodes_with_good_psnr() -> None:
         descriptors = [VpxPayloadDescriptor.parse(payload)[0] for payload in payloads]
         assert [d.partition_start for d in descriptors] == [1] + [0] * (len(payloads) - 1)
         assert len({d.picture_id for d in descriptors}) == 1
-        picture_ids.append(descriptors[0].picture_id)
+        picture_id = descriptors[0].picture_id
+        assert picture_id is not None
+        picture_ids.append(picture_id)
         decoded = decoder.decode(JitterFrame(bitstream(payloads), timestamp))
         assert len(decoded) == 1
+        assert isinstance(decoded[0], av.VideoFrame)  # aiortc's Decoder.decode says Frame
         assert (decoded[0].width, decoded[0].height) == (320, 240)
         scores.append(psnr(decoded[0], luma))
     assert all((b - a) % (1 << 15) == 1 for a, b in zip(picture_ids, picture_ids[1:]))
@@ -303,6 +310,7 @@ def decoded_sizes(payload_lists: list[list[bytes]]) -> list[tuple[int, int]]:
     sizes = []
     for payloads in payload_lists:
         for frame in decoder.decode(JitterFrame(bitstream(payloads), 0)):
+            assert isinstance(frame, av.VideoFrame)  # aiortc's Decoder.decode says Frame
             sizes.append((frame.width, frame.height))
     return sizes
 
@@ -540,8 +548,13 @@ def test_opus_clamping_and_refusals() -> None:
 # --- the factory --------------------------------------------------------------------------------
 
 
+class _Ranges(TypedDict):
+    video_range: tuple[int, int]
+    audio_range: tuple[int, int]
+
+
 def test_make_encoder_picks_ours_or_aiortcs() -> None:
-    ranges = {"video_range": (50_000, 1_500_000), "audio_range": (8_000, 64_000)}
+    ranges: _Ranges = {"video_range": (50_000, 1_500_000), "audio_range": (8_000, 64_000)}
     video_encoder = make_encoder(VP8, start_bps=3_000_000, **ranges)
     assert isinstance(video_encoder, Vp8Encoder)
     assert (video_encoder.min_bitrate, video_encoder.max_bitrate) == (50_000, 1_500_000)

@@ -130,7 +130,12 @@ async def test_messages_are_read_by_field_name_not_position() -> None:
 
     queue = InlineQueue(_Protocol(), 2**16, loop=asyncio.get_running_loop())
     taken: list[str] = []
-    queue.inline = lambda text: taken.append(text) is None
+
+    def take(text: str) -> bool:
+        taken.append(text)
+        return True
+
+    queue.inline = take
     queue.feed_data(_DevBranchText("hello", 5))
     assert taken == ["hello"]
     # Not text: queued as aiohttp would, however the tuple is laid out.

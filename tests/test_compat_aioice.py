@@ -88,7 +88,12 @@ async def test_guarded_checks_from_accepted_addresses_are_answered(
 ) -> None:
     a, b = pair
     seen: list[str] = []
-    assert guard_checks(a, lambda address: seen.append(address) is None)
+
+    def accept(address: str) -> bool:
+        seen.append(address)
+        return True
+
+    assert guard_checks(a, accept)
     assert not guard_checks(a, lambda address: False)  # idempotent: the first guard stays
     await _introduce(a, b)
     async with asyncio.timeout(WAIT_S):
@@ -104,7 +109,12 @@ async def test_guarded_checks_from_refused_addresses_are_dropped(
     monkeypatch.setattr(aioice.stun, "RETRY_MAX", 2)
     a, b = pair
     refused: list[str] = []
-    guard_checks(a, lambda address: refused.append(address) and False)
+
+    def refuse(address: str) -> bool:
+        refused.append(address)
+        return False
+
+    guard_checks(a, refuse)
     await _introduce(a, b)
     waiting = asyncio.ensure_future(a.connect())
     try:

@@ -208,6 +208,7 @@ def test_result_folder_refusals(tmp_path: Path) -> None:
 def test_torn_journal_line_is_ignored(tmp_path: Path) -> None:
     writer = ResultWriter(tmp_path / "r", {}, seed=0, compact_every_s=3600)
     nan = float("nan")
+    row: tuple[object, ...]
     row = (0.5, "a", "b", "recv", "video", 100.0, nan, 0.0, 1.0, 15.0, "host", 1, 0, 10, 2)
     row += (nan, nan, nan, nan)  # target, rtx, wire, estimate
     writer.append("stats", [row, row])

@@ -85,6 +85,7 @@ async def test_lab_leaves_a_borrowed_server_running() -> None:
 async def test_a_borrowed_server_rewrites_for_the_labs_emulator_until_the_lab_closes() -> None:
     async with SignalingServer() as server:
         async with Lab(server=server, link=LinkConditions(delay_ms=5)) as lab:
+            assert lab.network is not None  # a link was given: the lab emulates one
             assert lab.clock is lab.network.clock  # one time base, given at construction
             await lab.add_peer("a", media=NO_MEDIA)
             await lab.add_peer("b", media=NO_MEDIA)

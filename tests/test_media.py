@@ -125,9 +125,9 @@ async def test_video_recv_paces_at_the_configured_fps(fps: float) -> None:
     assert [f.pts for f in frames] == [i * step for i in range(count)]
     assert all(f.time_base == fractions.Fraction(1, VIDEO_CLOCK_RATE) for f in frames)
     # In media time the frames are 1/fps apart...
-    assert float((frames[-1].pts - frames[0].pts) * frames[0].time_base) == pytest.approx(
-        (count - 1) / fps
-    )
+    first, last = frames[0], frames[-1]
+    assert first.pts is not None and last.pts is not None and first.time_base is not None
+    assert float((last.pts - first.pts) * first.time_base) == pytest.approx((count - 1) / fps)
     # ...and recv() does not run ahead of real time (lower bound only: sleeps never end early).
     assert elapsed >= (count - 1) / fps - 0.01
     assert track.frames_produced == count
@@ -315,6 +315,7 @@ async def test_open_media_file_video_with_synthetic_audio(clip: Path) -> None:
         assert isinstance(audio, ToneAudioTrack)
         assert video is not None and not isinstance(video, SyntheticVideoTrack)
         frame = await video.recv()
+        assert isinstance(frame, av.VideoFrame)  # aiortc's recv says Frame | Packet
         assert (frame.width, frame.height) == (64, 64)
     finally:
         _stop(audio, video)
@@ -413,10 +414,12 @@ def test_stamp_survives_vp8_at_low_bitrate(
     rate = str(bitrate)
     encoder.options = {**AIORTC_VP8_OPTIONS, "bufsize": rate, "minrate": rate, "maxrate": rate}
     decoder = av.CodecContext.create("vp8", "r")
+    assert isinstance(decoder, av.VideoCodecContext)  # PyAV's stubs only know "libvpx"
     track = cls(width, height, fps=15)
     rng = np.random.default_rng(1)
     sent_ms = 65000  # wraps during the run
-    expected, decoded = [], []
+    expected: list[Stamp] = []
+    decoded: list[Stamp | None] = []
     for index in range(150):
         sent_ms += int(rng.integers(60, 74))
         image = track.render(index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from typing import TypedDict
 
 import pytest
 from aioice import stun
@@ -35,6 +36,10 @@ PUBLIC_IP = "127.1.0.9"
 X = ("198.51.100.1", 3478)
 X_OTHER_PORT = ("198.51.100.1", 4000)
 Y = ("203.0.113.7", 3478)
+
+# NatConfig takes the short behaviour names (EIM/ADM/APDM, EIF/ADF/APDF, any case) and
+# normalises them in __post_init__; its fields' Literal type lists only the long names, so
+# calls with short names carry a type: ignore[arg-type].
 
 
 class FakeClock:
@@ -149,7 +154,7 @@ def test_symmetric_nat_filters_on_the_mapping_a_packet_arrives_at() -> None:
 
 
 def test_a_mapping_expires_after_its_lifetime_without_outbound_traffic() -> None:
-    table, clock, rows, released = make_table(NatConfig(filtering="eif", lifetime_s=30))
+    table, clock, rows, released = make_table(NatConfig(filtering="eif", lifetime_s=30))  # type: ignore[arg-type]
     port = port_of(table, INSIDE, X)
     clock.t = 30.0
     assert table.inbound(port, X).internal == INSIDE  # exactly the lifetime: alive
@@ -165,7 +170,7 @@ def test_a_mapping_expires_after_its_lifetime_without_outbound_traffic() -> None
 
 
 def test_outbound_traffic_refreshes_a_mapping_and_inbound_does_not() -> None:
-    table, clock, *_ = make_table(NatConfig(filtering="eif", lifetime_s=30))
+    table, clock, *_ = make_table(NatConfig(filtering="eif", lifetime_s=30))  # type: ignore[arg-type]
     port = port_of(table, INSIDE, X)
     for t in (20.0, 40.0, 60.0):
         clock.t = t
@@ -178,7 +183,7 @@ def test_outbound_traffic_refreshes_a_mapping_and_inbound_does_not() -> None:
 
 
 def test_inbound_refresh_is_an_option() -> None:
-    table, clock, *_ = make_table(NatConfig(filtering="eif", lifetime_s=30, inbound_refresh=True))
+    table, clock, *_ = make_table(NatConfig(filtering="eif", lifetime_s=30, inbound_refresh=True))  # type: ignore[arg-type]
     port = port_of(table, INSIDE, X)
     for t in (20.0, 40.0, 60.0):
         clock.t = t
@@ -186,7 +191,7 @@ def test_inbound_refresh_is_an_option() -> None:
 
 
 def test_filtering_permissions_expire_with_the_lifetime_too() -> None:
-    table, clock, *_ = make_table(NatConfig(filtering="adf", lifetime_s=30))
+    table, clock, *_ = make_table(NatConfig(filtering="adf", lifetime_s=30))  # type: ignore[arg-type]
     port = port_of(table, INSIDE, X)
     clock.t = 25.0
     port_of(table, INSIDE, Y)  # keeps the (endpoint-independent) mapping alive
@@ -221,7 +226,7 @@ def test_release_removes_the_mappings_of_a_closed_socket() -> None:
 
 
 def test_hairpinning_translates_a_packet_to_the_nats_own_address() -> None:
-    table, *_ = make_table(NatConfig(filtering="eif", hairpinning=True))
+    table, *_ = make_table(NatConfig(filtering="eif", hairpinning=True))  # type: ignore[arg-type]
     target = port_of(table, OTHER_INSIDE, X)
     outcome = table.outbound(INSIDE, (PUBLIC_IP, target))
     assert outcome.hairpin and outcome.mapping is not None
@@ -230,7 +235,7 @@ def test_hairpinning_translates_a_packet_to_the_nats_own_address() -> None:
 
 
 def test_hairpinned_packets_meet_the_targets_filtering() -> None:
-    table, *_ = make_table(NatConfig(filtering="apdf", hairpinning=True))
+    table, *_ = make_table(NatConfig(filtering="apdf", hairpinning=True))  # type: ignore[arg-type]
     target = port_of(table, OTHER_INSIDE, X)
     outcome = table.outbound(INSIDE, (PUBLIC_IP, target))
     assert outcome.mapping is not None
@@ -238,7 +243,7 @@ def test_hairpinned_packets_meet_the_targets_filtering() -> None:
 
 
 def test_without_hairpinning_a_packet_to_the_nats_own_address_is_dropped() -> None:
-    table, _, rows, _ = make_table(NatConfig(filtering="eif", hairpinning=False))
+    table, _, rows, _ = make_table(NatConfig(filtering="eif", hairpinning=False))  # type: ignore[arg-type]
     target = port_of(table, OTHER_INSIDE, X)
     outcome = table.outbound(INSIDE, (PUBLIC_IP, target))
     assert outcome.mapping is None and outcome.dropped == "hairpinning off"
@@ -266,11 +271,11 @@ def test_presets_are_the_classic_types(name: str, mapping: str, filtering: str) 
 
 
 def test_a_config_takes_short_names_and_a_mapping_overrides_a_preset() -> None:
-    assert NatConfig(mapping="APDM", filtering="adf").mapping == ADDRESS_AND_PORT_DEPENDENT
+    assert NatConfig(mapping="APDM", filtering="adf").mapping == ADDRESS_AND_PORT_DEPENDENT  # type: ignore[arg-type]
     config = nat_config({"preset": "symmetric", "lifetime_s": 30, "hairpinning": False})
     assert config.mapping == ADDRESS_AND_PORT_DEPENDENT and config.lifetime_s == 30.0
     assert not config.hairpinning
-    assert NatConfig(mapping="adm", filtering="eif").name == (
+    assert NatConfig(mapping="adm", filtering="eif").name == (  # type: ignore[arg-type]
         "address-dependent mapping, endpoint-independent filtering"
     )
 
@@ -294,6 +299,11 @@ def test_bad_nat_settings_are_refused_clearly(value: object, message: str) -> No
         nat_config(value)
 
 
+class _BoxAddresses(TypedDict, total=False):
+    public_ip: str
+    private_network: str
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -304,7 +314,7 @@ def test_bad_nat_settings_are_refused_clearly(value: object, message: str) -> No
         ({"private_network": "nonsense"}, "must be an IPv4 network"),
     ],
 )
-def test_a_box_refuses_addresses_outside_loopback(kwargs: dict[str, str], message: str) -> None:
+def test_a_box_refuses_addresses_outside_loopback(kwargs: _BoxAddresses, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         NatBox("symmetric", **kwargs)
 
@@ -432,7 +442,7 @@ def test_the_stun_responder_binds_loopback_only() -> None:
 async def test_a_box_hairpins_a_packet_to_its_own_public_address(
     outside: socket.socket, hairpinning: bool
 ) -> None:
-    config = NatConfig(mapping="eim", filtering="eif", hairpinning=hairpinning)
+    config = NatConfig(mapping="eim", filtering="eif", hairpinning=hairpinning)  # type: ignore[arg-type]
     box = NatBox(config, public_ip="127.1.0.202", private_network="127.2.202.0/24")
     first, second = (box.new_host(), 5000), (box.new_host(), 5000)
     heard: list[tuple[bytes, tuple[str, int]]] = []

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import shutil
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from helpers import require_system, wait_until
@@ -127,6 +127,10 @@ def aiortc_loopback_only(lab: Lab) -> None:
                 assert ipaddress.IPv4Address(candidate.ip) in LOOPBACK, candidate
 
 
+class _NatOption(TypedDict, total=False):
+    nat: str
+
+
 async def call(
     lab: Lab, chrome_nat: str | None = None, bob_nat: str | None = None
 ) -> tuple[Tap, BrowserPeer, dict[str, Any], tuple[str, str, str, str]]:
@@ -134,8 +138,8 @@ async def call(
 
     A NAT left None is the lab's ``nat``."""
     tap = Tap(lab)
-    bob_options = {} if bob_nat is None else {"nat": bob_nat}
-    chrome_options = {} if chrome_nat is None else {"nat": chrome_nat}
+    bob_options: _NatOption = {} if bob_nat is None else {"nat": bob_nat}
+    chrome_options: _NatOption = {} if chrome_nat is None else {"nat": chrome_nat}
     await lab.add_peer("bob", media=SMALL, **bob_options)
     chrome = await lab.add_browser_peer("chrome", width=160, height=120, fps=15, **chrome_options)
     await lab.wait_connected(timeout=10)

@@ -157,7 +157,11 @@ async def test_two_symmetric_nats_connect_through_turn() -> None:
         assert candidate_types(lab) <= {"relay", "prflx"}
         # Media flows both ways.
         for session in sessions(lab):
-            await wait_until(lambda s=session: s.counters[("recv", "video")].frames >= 5)
+
+            def video_arrives(s: PeerSession = session) -> bool:
+                return s.counters[("recv", "video")].frames >= 5
+
+            await wait_until(video_arrives)
 
 
 async def test_peers_behind_one_shared_nat_reach_each_other_directly() -> None:

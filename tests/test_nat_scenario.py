@@ -286,7 +286,9 @@ def test_sweep_over_nat_presets(tmp_path: Path) -> None:
         ("symmetric", "full-cone"): "completed",
         ("symmetric", "symmetric"): "failed",
     }
-    assert "IceFailedError" in by_pair.loc[("symmetric", "symmetric"), "error"]
+    error = by_pair.loc[("symmetric", "symmetric"), "error"]
+    assert isinstance(error, str)  # a failed run's row says why
+    assert "IceFailedError" in error
     assert by_pair.loc[("full-cone", "full-cone"), "selected_srflx"] == 1.0
     for pair in (("full-cone", "symmetric"), ("symmetric", "full-cone")):
         assert by_pair.loc[pair, "selected_prflx"] == 0.5
@@ -294,5 +296,7 @@ def test_sweep_over_nat_presets(tmp_path: Path) -> None:
     assert (connected["connect_s"] > 0).all() and (connected["connect_s"] < 5).all()
     assert (connected["relayed_fraction"] == 0).all()
     # The failed run's folder says why, too.
-    failed = load(by_pair.loc[("symmetric", "symmetric"), "path"])
+    failed_path = by_pair.loc[("symmetric", "symmetric"), "path"]
+    assert isinstance(failed_path, str)  # the sweep writes each run's folder as a string
+    failed = load(failed_path)
     assert failed.status == "failed" and "ice-failed" in set(failed.events["event"])

@@ -30,8 +30,10 @@ def samples_since(lab: Lab, t0: float) -> int:
 def selected_paths(lab: Lab) -> dict[tuple[str, str], tuple[str, str]]:
     """(peer, remote) -> (local address, remote address) of the pair each peer selected."""
     events = lab.events()
-    paths = {}
+    paths: dict[tuple[str, str], tuple[str, str]] = {}
     for row in events[events["event"] == "selected-path"].itertuples():
+        assert isinstance(row.peer, str) and isinstance(row.remote, str)
+        assert isinstance(row.detail, str)
         # "host 127.0.0.1:50006 -> host 127.0.0.1:42005"
         local, remote = row.detail.split(" -> ")
         paths[(row.peer, row.remote)] = (local.split()[1], remote.split()[1])

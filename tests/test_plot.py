@@ -59,8 +59,12 @@ def test_cdf_takes_dataframes_and_reaches_one() -> None:
     (ax,) = fig.axes
     assert [line.get_label() for line in ax.lines] == ["fast", "slow"]
     for line in ax.lines:
-        assert line.get_ydata()[-1] == 1.0  # NaN dropped, the CDF ends at 1
-    assert list(ax.lines[0].get_xdata()) == [10.0, 20.0, 30.0]
+        ydata = line.get_ydata()
+        assert isinstance(ydata, np.ndarray)  # plot_cdf draws arrays
+        assert ydata[-1] == 1.0  # NaN dropped, the CDF ends at 1
+    xdata = ax.lines[0].get_xdata()
+    assert isinstance(xdata, np.ndarray)
+    assert list(xdata) == [10.0, 20.0, 30.0]
 
 
 def test_cdf_refuses_a_missing_column() -> None:

@@ -11,7 +11,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -22,6 +22,7 @@ from helpers import wait_until as wait_for
 from webrtclab import ConfigurationError, EventLog, Lab, LabClock, MediaSpec, Peer, QualityMonitor
 from webrtclab.netem import LinkConditions
 from webrtclab.quality import BATCH_ROWS, FRAME_COLUMNS, MESSAGE_COLUMNS
+from webrtclab.tables import FrameRow, MessageRow
 
 SMALL = MediaSpec(width=160, height=120, fps=15)
 SMALL_10 = MediaSpec(width=160, height=120, fps=10)
@@ -70,7 +71,9 @@ class Rig:
         """Send alice's next frame at receive_at - latency_s; bob receives it at receive_at."""
         self.clock.t = receive_at - latency_s
         assert self.alice.video is not None
-        frame = (await self.alice.video.recv()).reformat(format="yuv420p")
+        sent = await self.alice.video.recv()
+        assert isinstance(sent, av.VideoFrame)  # aiortc's recv says Frame | Packet
+        frame = sent.reformat(format="yuv420p")
         self.clock.t = receive_at
         for listener in list(self.bob.frame_listeners):
             listener(self.session, "video", frame)  # type: ignore[arg-type]
@@ -255,7 +258,9 @@ async def run_call(
 
 
 def check_streams(frames: pd.DataFrame, decoded: float = 0.95) -> None:
-    assert sorted(frames.groupby(["peer", "remote"]).groups) == [("alice", "bob"), ("bob", "alice")]
+    # Grouped by two string columns: the keys are (peer, remote) tuples.
+    groups = cast(dict[tuple[str, str], pd.Index], frames.groupby(["peer", "remote"]).groups)
+    assert sorted(groups) == [("alice", "bob"), ("bob", "alice")]
     for _, stream in frames.groupby(["peer", "remote"]):
         numbers = stream["frame"].dropna()
         assert len(numbers) >= decoded * len(stream), "stamps should decode"
@@ -263,8 +268,8 @@ def check_streams(frames: pd.DataFrame, decoded: float = 0.95) -> None:
 
 
 async def test_clean_call_quality() -> None:
-    frame_batches: list[list[tuple[Any, ...]]] = []
-    message_batches: list[list[tuple[Any, ...]]] = []
+    frame_batches: list[list[FrameRow]] = []
+    message_batches: list[list[MessageRow]] = []
     monitor, _ = await run_call(
         None,
         seconds=3,

@@ -28,6 +28,7 @@ async def start_call(lab: Lab, *names: str) -> list[Peer]:
 def probe(path: Path) -> tuple[list[tuple[str, str | None]], float, int]:
     """(kind, title) per stream, duration in seconds, decoded video frames."""
     with av.open(str(path)) as container:
+        streams: list[tuple[str, str | None]]
         streams = [(s.type, s.metadata.get("title")) for s in container.streams]
         duration = (container.duration or 0) / av.time_base
         frames = sum(1 for _ in container.decode(video=0))

@@ -16,7 +16,7 @@ from webrtclab import STATS_COLUMNS, ConfigurationError, StatsSampler
 from webrtclab.cc.control import StreamCounters
 from webrtclab.session import MediaCounter
 from webrtclab.stats import SessionStats, session_rows
-from webrtclab.tables import STATS
+from webrtclab.tables import STATS, StatsRow
 
 # --- fakes mimicking aiortc's stats objects and a PeerSession ---------------------------------
 
@@ -120,7 +120,11 @@ class FakeSession:
 
 @dataclass
 class FakePeer:
-    """A member whose stats come from fake sessions, through the real SessionStats."""
+    """A member whose stats come from fake sessions, through the real SessionStats.
+
+    Only the stats half of the Member protocol (all the sampler calls), hence the
+    type: ignore[list-item] where one is given to a StatsSampler.
+    """
 
     sessions: dict[str, FakeSession] = field(default_factory=dict)
     source: SessionStats = field(default_factory=SessionStats)
@@ -128,7 +132,7 @@ class FakePeer:
     async def collect_stats(self) -> Any:
         return await self.source.collect(self.sessions.values())  # type: ignore[arg-type]
 
-    def stats_rows(self, raw: Any, now: float) -> list[tuple[Any, ...]]:
+    def stats_rows(self, raw: Any, now: float) -> list[StatsRow]:
         return self.source.rows(raw, now)
 
 
@@ -143,6 +147,10 @@ class FakeClock:
 def rows_by_key(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], dict[str, Any]]:
     named = [dict(zip(STATS_COLUMNS, row, strict=True)) for row in rows]
     return {(r["direction"], r["kind"]): r for r in named}
+
+
+# session_rows' deltas: (direction, kind) -> the previous counters.
+Previous = dict[tuple[str, str], webrtclab.stats._Previous]
 
 
 def one_row(session: FakeSession, rep: dict[str, Any], now: float, previous: Any = None) -> Any:
@@ -198,6 +206,7 @@ def test_send_fraction_lost_to_loss_fraction(fraction: int, expected: float) -> 
 
 
 def test_send_bitrate_from_bytes_sent_delta() -> None:
+    previous: Previous
     session, previous = FakeSession(), {}
     first = one_row(session, report(outbound("video", 5000, 10)), 1.0, previous)
     assert first["bitrate_kbps"] == pytest.approx(40.0)  # 5000 B since created_s = 0
@@ -220,6 +229,7 @@ def test_first_sample_counts_from_session_creation() -> None:
 
 
 def test_recv_bitrate_from_counted_payload_bytes() -> None:
+    previous: Previous
     session, previous = FakeSession(), {}
     session.counters[("recv", "video")].bytes = 1000
     one_row(session, report(inbound("video", 10)), 1.0, previous)
@@ -230,6 +240,7 @@ def test_recv_bitrate_from_counted_payload_bytes() -> None:
 
 
 def test_recv_loss_fraction_from_packet_deltas() -> None:
+    previous: Previous
     session, previous = FakeSession(), {}
     first = one_row(session, report(inbound("audio", 100, lost=0)), 1.0, previous)
     assert first["loss_fraction"] == 0.0
@@ -243,6 +254,7 @@ def test_recv_loss_fraction_from_packet_deltas() -> None:
 
 
 def test_recv_loss_is_nan_when_no_packet_was_expected() -> None:
+    previous: Previous
     session, previous = FakeSession(), {}
     first = one_row(session, report(inbound("video", 0)), 1.0, previous)
     assert math.isnan(first["loss_fraction"])
@@ -254,6 +266,7 @@ def test_recv_loss_is_nan_when_no_packet_was_expected() -> None:
 
 def test_recv_loss_never_negative() -> None:
     # packetsLost may go down (duplicates): the fraction is clamped at 0.
+    previous: Previous
     session, previous = FakeSession(), {}
     one_row(session, report(inbound("audio", 100, lost=5)), 1.0, previous)
     row = one_row(session, report(inbound("audio", 200, lost=3)), 2.0, previous)
@@ -288,6 +301,7 @@ def test_rtt_none_is_nan() -> None:
 
 @pytest.mark.parametrize("direction", ["send", "recv"])
 def test_frames_per_s_from_counter_deltas(direction: str) -> None:
+    previous: Previous
     session, previous = FakeSession(), {}
     stat = outbound("video", 0, 0) if direction == "send" else inbound("video", 0)
     counter = session.counters[(direction, "video")]
@@ -366,6 +380,7 @@ EXPECTED_DTYPES = {
 
 
 def test_send_rows_show_target_retransmissions_and_wire() -> None:
+    previous: Previous
     session, previous = FakeSession(), {}
     sent = session.rate.counters["video"]
     session.target_bps = 400_000
@@ -443,7 +458,7 @@ async def test_sampler_sample_deltas_and_subscribers() -> None:
     clock = FakeClock(1.0)
     batches: list[list[Any]] = []
     sampler = StatsSampler(
-        [FakePeer({"bob": session})],
+        [FakePeer({"bob": session})],  # type: ignore[list-item]
         interval=0.5,
         clock=clock,  # type: ignore[arg-type]
     )
@@ -464,7 +479,7 @@ async def test_sampler_skips_sessions_whose_getstats_fails() -> None:
     bad = FakeSession(remote="carol", reports=[RuntimeError("closed")])
     batches: list[list[Any]] = []
     sampler = StatsSampler(
-        [FakePeer({"carol": bad, "bob": good})],
+        [FakePeer({"carol": bad, "bob": good})],  # type: ignore[list-item]
         clock=FakeClock(1.0),  # type: ignore[arg-type]
     )
     sampler.stats.subscribe(batches.append)
@@ -475,7 +490,7 @@ async def test_sampler_skips_sessions_whose_getstats_fails() -> None:
 
 async def test_sampler_subscribers_not_called_without_rows() -> None:
     batches: list[list[Any]] = []
-    sampler = StatsSampler([FakePeer()])
+    sampler = StatsSampler([FakePeer()])  # type: ignore[list-item]
     sampler.stats.subscribe(batches.append)
     assert await sampler.sample() == []
     assert batches == []
@@ -484,7 +499,7 @@ async def test_sampler_subscribers_not_called_without_rows() -> None:
 
 async def test_sampler_follows_a_callable_peer_list() -> None:
     peers: list[FakePeer] = []
-    sampler = StatsSampler(lambda: peers, clock=FakeClock(1.0))  # type: ignore[arg-type]
+    sampler = StatsSampler(lambda: peers, clock=FakeClock(1.0))  # type: ignore[arg-type, return-value]
     assert await sampler.sample() == []
     peers.append(FakePeer({"bob": FakeSession(reports=[report(inbound("audio", 5))])}))
     assert len(await sampler.sample()) == 1
@@ -492,7 +507,7 @@ async def test_sampler_follows_a_callable_peer_list() -> None:
 
 async def test_sampler_runs_in_background_and_close_is_idempotent() -> None:
     session = FakeSession(reports=[report(inbound("audio", 5))])
-    sampler = StatsSampler([FakePeer({"bob": session})], interval=0.02)
+    sampler = StatsSampler([FakePeer({"bob": session})], interval=0.02)  # type: ignore[list-item]
     await sampler.close()  # never started: fine
     sampler.start()
     sampler.start()  # idempotent: still one loop
@@ -512,7 +527,7 @@ async def test_sampler_runs_in_background_and_close_is_idempotent() -> None:
 
 async def test_sampler_subscribers_each_get_every_batch_until_they_unsubscribe() -> None:
     session = FakeSession(reports=[report(inbound("audio", 5))] * 3)
-    sampler = StatsSampler([FakePeer({"bob": session})])
+    sampler = StatsSampler([FakePeer({"bob": session})])  # type: ignore[list-item]
     first: list[int] = []
     second: list[int] = []
 
@@ -537,7 +552,7 @@ async def test_sampler_keeps_sampling_when_a_subscriber_fails() -> None:
         raise RuntimeError("consumer failed")
 
     session = FakeSession(reports=[report(inbound("audio", 5))])
-    sampler = StatsSampler([FakePeer({"bob": session})], interval=0.02)
+    sampler = StatsSampler([FakePeer({"bob": session})], interval=0.02)  # type: ignore[list-item]
     sampler.stats.subscribe(on_rows)
     sampler.start()
     task = sampler._task

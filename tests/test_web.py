@@ -6,6 +6,7 @@ No browser here: these run everywhere (tests/test_webclient.py drives Chromium).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from webrtclab import (
     StatsSampler,
 )
 from webrtclab.browser import BrowserPeer, Chromium, browser_rows, raw_rows
-from webrtclab.tables import BROWSER_STATS, STATS
+from webrtclab.tables import BROWSER_STATS, STATS, StatsRow
 
 # --- routes -------------------------------------------------------------------------------
 
@@ -112,7 +113,7 @@ def chrome_report(t_ms: float, sent: int, received: int, lost: int, ssrc: int = 
     ]
 
 
-def named(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+def named(rows: Sequence[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
     return {row[3]: dict(zip(STATS_COLUMNS, row, strict=True)) for row in rows}
 
 
@@ -165,7 +166,7 @@ def test_chrome_rows_fall_back_to_the_pair_rtt_and_skip_missing_streams() -> Non
     report = [s for s in chrome_report(1000, 1, 1, 0) if s["type"] != "remote-inbound-rtp"]
     report = [s for s in report if s["type"] != "inbound-rtp"]
     (row,) = browser_rows("chrome", {"bot": report}, 1.0, {})
-    values = dict(zip(STATS_COLUMNS, row, strict=True))
+    values: dict[str, Any] = dict(zip(STATS_COLUMNS, row, strict=True))
     assert values["direction"] == "send"
     assert values["rtt_ms"] == pytest.approx(81.0)  # no RTCP report yet: STUN round trip
     assert math.isnan(values["loss_fraction"])
@@ -207,6 +208,8 @@ def test_raw_rows_keep_every_number_of_the_interesting_stats() -> None:
 
 
 class FakeSource:
+    """Only the stats half of the Member protocol: all the sampler calls."""
+
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.seen: list[float] = []
@@ -216,14 +219,14 @@ class FakeSource:
             raise RuntimeError("page crashed")
         return {"bot": chrome_report(1000, 10, 20, 0)}
 
-    def stats_rows(self, raw: Any, now: float) -> list[tuple[Any, ...]]:
+    def stats_rows(self, raw: Any, now: float) -> list[StatsRow]:
         self.seen.append(now)
         return browser_rows("fake", raw, now, {})
 
 
 async def test_sampler_adds_rows_of_other_sources_at_the_sample_time() -> None:
     good, bad = FakeSource(), FakeSource(fail=True)
-    sampler = StatsSampler(lambda: [good, bad])  # type: ignore[arg-type]
+    sampler = StatsSampler(lambda: [good, bad])  # type: ignore[list-item]
     rows = await sampler.sample()
     assert {row[1] for row in rows} == {"fake"}
     assert {row[0] for row in rows} == set(good.seen)  # one time for the whole sample

@@ -276,9 +276,11 @@ async def test_synthetic_video_both_ways_measured_from_the_stamps() -> None:
             return table[table["peer"] == receiver]
 
         for receiver in ("lab", "chrome"):
-            await wait_until(
-                lambda r=receiver: len(frames(r)) >= 30, f"30 frames at {receiver}", timeout=20
-            )
+
+            def enough_frames(r: str = receiver) -> bool:
+                return len(frames(r)) >= 30
+
+            await wait_until(enough_frames, f"30 frames at {receiver}", timeout=20)
         for receiver in ("lab", "chrome"):
             got = frames(receiver).tail(20)
             # Every stamp reads and frame numbers count up at the sender's rate.

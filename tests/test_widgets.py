@@ -183,7 +183,11 @@ async def test_click_is_handled_quickly_during_a_call(
             clicked = time.monotonic()
             panel.chat_text.value = text
             panel.send_button.click()
-            await until(lambda t=text: any(e[3] == t for e in panel.chat_log), timeout=5)
+
+            def chat_landed(t: str = text) -> bool:
+                return any(e[3] == t for e in panel.chat_log)
+
+            await until(chat_landed, timeout=5)
             delivered.append((time.monotonic() - clicked) * 1000)
             await asyncio.sleep(0.2)  # spread the clicks over several refreshes
         stop.set()
