@@ -321,11 +321,12 @@ def _sweep(args: argparse.Namespace) -> None:
 
 async def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
+    from .experiment.results import TABLES
 
     result = await run_demo(args.out, args.duration, progress=not args.no_progress)
     _print_json(result.summary())
     print(  # noqa: T201
-        f"results in {result.out}/: metadata.json, stats/links/events/frames/messages/rtt .parquet,"
+        f"results in {result.out}/: metadata.json, {'/'.join(TABLES)} .parquet,"
         " stats.csv, events.csv, timeline.png"
     )
 
