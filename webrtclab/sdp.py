@@ -10,17 +10,21 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+import msgspec
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
 from .cc.twcc import TWCC_URI
 from .exceptions import ProtocolError
+from .signaling import messages as m
+from .signaling.rooms import Relayed
 
 __all__ = [
     "filter_candidates",
     "is_loopback",
     "parse_candidate",
     "rewrite_candidates",
+    "rewrite_relayed",
     "sdp_candidates",
     "strip_transport_cc",
 ]
@@ -63,17 +67,16 @@ def sdp_candidates(sdp: str) -> list[RTCIceCandidate]:
 
 
 def filter_candidates(sdp: str, keep: Callable[[RTCIceCandidate], bool]) -> str:
-    """``sdp`` without the ``a=candidate`` lines for which ``keep`` is false."""
-    lines = []
-    for line in sdp.splitlines():
-        if line.startswith("a=candidate:"):
-            try:
-                if not keep(parse_candidate(line)):
-                    continue
-            except ProtocolError:
-                continue
-        lines.append(line)
-    return "\r\n".join(lines) + "\r\n"
+    """``sdp`` without the ``a=candidate`` lines for which ``keep`` is false (or that
+    do not parse)."""
+
+    def kept(text: str) -> str | None:
+        try:
+            return text if keep(parse_candidate(text)) else None
+        except ProtocolError:
+            return None
+
+    return rewrite_candidates(sdp, kept)
 
 
 def rewrite_candidates(sdp: str, rewrite: Callable[[str], str | None]) -> str:
@@ -88,6 +91,30 @@ def rewrite_candidates(sdp: str, rewrite: Callable[[str], str | None]) -> str:
             line = "a=" + rewritten
         lines.append(line)
     return "\r\n".join(lines) + "\r\n"
+
+
+def rewrite_relayed(message: Relayed, candidate: Callable[[str], str | None]) -> Relayed | None:
+    """``message`` with every ICE candidate it carries (the ``a=candidate`` lines of an
+    offer's or answer's SDP, or a trickled one) replaced by ``candidate(text)``, where
+    ``text`` is ``candidate:...``; a None drops the line, or the whole trickled message.
+    End-of-candidates (an empty trickled candidate) passes unchanged.  For the
+    signaling hooks that move candidates (:data:`~webrtclab.signaling.rooms.Rewrite`:
+    the network emulator, NAT gateways)."""
+    if isinstance(message, m.RelayedOffer | m.RelayedAnswer) and message.sdp is not None:
+        sdp = msgspec.structs.replace(
+            message.sdp, sdp=rewrite_candidates(message.sdp.sdp, candidate)
+        )
+        return msgspec.structs.replace(message, sdp=sdp)
+    if isinstance(message, m.RelayedIceCandidate) and message.candidate is not None:
+        text = message.candidate.candidate
+        if not text:
+            return message
+        rewritten = candidate(text)
+        if rewritten is None:
+            return None
+        trickled = msgspec.structs.replace(message.candidate, candidate=rewritten)
+        return msgspec.structs.replace(message, candidate=trickled)
+    return message
 
 
 def strip_transport_cc(sdp: str) -> str:

@@ -34,13 +34,11 @@ import logging
 import socket
 from functools import partial
 
-import msgspec
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_to_sdp
 
 from ..exceptions import ConfigurationError, ProtocolError
-from ..sdp import parse_candidate, rewrite_candidates
-from ..signaling import messages as m
+from ..sdp import parse_candidate, rewrite_relayed
 from ..signaling.rooms import Relayed
 from .nat import Address
 from .natbox import NatBox
@@ -194,31 +192,13 @@ class NatGateway:
                 candidate.relatedAddress = candidate.relatedPort = None
         return "candidate:" + candidate_to_sdp(candidate)
 
-    def _rewrite_text(self, text: str, inbound: bool) -> str | None:
-        if not text:
-            return text  # end-of-candidates
-        return self._inbound_candidate(text) if inbound else self._outbound_candidate(text)
-
-    def _rewrite_sdp(self, sdp: str, inbound: bool) -> str:
-        return rewrite_candidates(sdp, lambda text: self._rewrite_text(text, inbound))
-
     def rewrite(self, sender: str, receiver: str, message: Relayed) -> Relayed | None:
         """The signaling hook: what the peer is told, and what it tells, as its NAT makes it."""
         if self.user not in (sender, receiver):
             return message
-        inbound = receiver == self.user
-        if isinstance(message, m.RelayedOffer | m.RelayedAnswer) and message.sdp is not None:
-            sdp = msgspec.structs.replace(
-                message.sdp, sdp=self._rewrite_sdp(message.sdp.sdp, inbound)
-            )
-            return msgspec.structs.replace(message, sdp=sdp)
-        if isinstance(message, m.RelayedIceCandidate) and message.candidate is not None:
-            text = self._rewrite_text(message.candidate.candidate, inbound)
-            if text is None:
-                return None
-            candidate = msgspec.structs.replace(message.candidate, candidate=text)
-            return msgspec.structs.replace(message, candidate=candidate)
-        return message
+        if receiver == self.user:
+            return rewrite_relayed(message, self._inbound_candidate)
+        return rewrite_relayed(message, self._outbound_candidate)
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -41,14 +41,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from aiortc.sdp import candidate_to_sdp
 
 from .._tasks import CloseOnce
 from ..events import LabClock
 from ..exceptions import ConfigurationError, InvalidStateError
-from ..sdp import is_loopback, parse_candidate, rewrite_candidates
-from ..signaling import messages as m
+from ..sdp import is_loopback, parse_candidate, rewrite_candidates, rewrite_relayed
 from ..signaling.rooms import Relayed
 from ..tables import LINKS, LinkRow
 from .conditions import LinkConditions, Schedule
@@ -368,19 +366,11 @@ class Network:
         return rewrite_candidates(sdp, lambda text: self.rewrite_candidate(sender, receiver, text))
 
     def rewrite(self, sender: str, receiver: str, message: Relayed) -> Relayed | None:
-        """The signaling hook: rewrite relayed offers, answers and candidates."""
-        if isinstance(message, m.RelayedOffer | m.RelayedAnswer) and message.sdp is not None:
-            sdp = msgspec.structs.replace(
-                message.sdp, sdp=self.rewrite_sdp(sender, receiver, message.sdp.sdp)
-            )
-            return msgspec.structs.replace(message, sdp=sdp)
-        if isinstance(message, m.RelayedIceCandidate) and message.candidate is not None:
-            text = self.rewrite_candidate(sender, receiver, message.candidate.candidate)
-            if text is None:
-                return None
-            candidate = msgspec.structs.replace(message.candidate, candidate=text)
-            return msgspec.structs.replace(message, candidate=candidate)
-        return message
+        """The signaling hook: every candidate of ``sender`` in relayed offers, answers and
+        trickled candidates is replaced by its relay socket (see :meth:`rewrite_candidate`)."""
+        if self._pair(sender, receiver) is None:
+            return message
+        return rewrite_relayed(message, lambda text: self.rewrite_candidate(sender, receiver, text))
 
     # --- the data path (relay thread) ------------------------------------------------------
 
