@@ -43,6 +43,7 @@ TURN_NODE = "turn"
 
 _NO_NAT_GIVEN = object()
 _NOT_GIVEN = object()
+_NAT_WITH_EMULATOR = "nat= cannot be combined with the network emulator (link=/network=) yet"
 #: NAT boxes the lab creates get 127.1.0.N as public address and 127.2.N.0/24 inside.
 _NAT_PUBLIC = "127.1.0.{}"
 _NAT_PRIVATE = "127.2.{}.0/24"
@@ -146,9 +147,7 @@ class Lab:
             raise ConfigurationError("give either link= (conditions) or network=, not both")
         self.nat = _nat_setting(nat)
         if self.nat is not None and (network is not None or link is not None):
-            raise ConfigurationError(
-                "nat= cannot be combined with the network emulator (link=/network=) yet"
-            )
+            raise ConfigurationError(_NAT_WITH_EMULATOR)
         self.access_link = None if access_link is None else access_link_pair(access_link)
         if self.access_link is not None and self.nat is None:
             raise ConfigurationError(
@@ -167,8 +166,7 @@ class Lab:
         self.nat_boxes: list[NatBox] = []
         self._own_boxes: list[NatBox] = []
         # Browser peers behind NATs: their gateways and the signaling hooks that apply them.
-        self._gateways: list[NatGateway] = []
-        self._unhook_gateways: dict[NatGateway, Callable[[], None]] = {}
+        self._gateways: dict[NatGateway, Callable[[], None]] = {}  # -> its unhook
         #: the STUN responder, started with the first peer behind a NAT
         self.stun: StunServer | None = None
         # One time base for stats, events and link logs: a given network's, else the lab's.
@@ -318,12 +316,7 @@ class Lab:
         the lab's ``access_link``; not with a shared ``NatBox``, whose own applies);
         ``options`` go to :class:`~webrtclab.peer.Peer`.
         """
-        nat = _nat_setting(options.pop("nat", self.nat))
-        access_link = self._peer_access_link(user_id, nat, options.pop("access_link", _NOT_GIVEN))
-        if nat is not None and self.network is not None:
-            raise ConfigurationError(
-                "nat= cannot be combined with the network emulator (link=/network=) yet"
-            )
+        nat, access_link = self._peer_nat(user_id, options)
         if nat is not None and "host_addresses" in options:
             raise ConfigurationError(
                 f'peer "{user_id}": give nat= or host_addresses=, not both (a peer behind '
@@ -369,6 +362,16 @@ class Lab:
             await peer.close()
             raise
         return peer
+
+    def _peer_nat(
+        self, user_id: str, options: dict[str, Any]
+    ) -> tuple[NatConfig | NatBox | None, tuple[LinkConditions, LinkConditions] | None]:
+        """A new peer's NAT and access link, taken out of its ``options`` and checked."""
+        nat = _nat_setting(options.pop("nat", self.nat))
+        access_link = self._peer_access_link(user_id, nat, options.pop("access_link", _NOT_GIVEN))
+        if nat is not None and self.network is not None:
+            raise ConfigurationError(_NAT_WITH_EMULATOR)
+        return nat, access_link
 
     def _peer_access_link(
         self, user_id: str, nat: NatConfig | NatBox | None, value: object
@@ -443,8 +446,7 @@ class Lab:
         :class:`~webrtclab.netem.gateway.NatGateway` rewrites the candidates it is told
         and tells, so its packets cross the box (its STUN and TURN servers too).
         """
-        nat = _nat_setting(options.pop("nat", self.nat))
-        access_link = self._peer_access_link(user_id, nat, options.pop("access_link", _NOT_GIVEN))
+        nat, access_link = self._peer_nat(user_id, options)
         if nat is not None:
             self._check_browser_nat(user_id, nat, options)
         await self.start()
@@ -492,10 +494,6 @@ class Lab:
         self, user_id: str, nat: NatConfig | NatBox, options: Mapping[str, Any]
     ) -> None:
         """Refuse the NAT combinations browser peers do not support (before anything starts)."""
-        if self.network is not None:
-            raise ConfigurationError(
-                "nat= cannot be combined with the network emulator (link=/network=) yet"
-            )
         if isinstance(nat, NatBox):
             raise ConfigurationError(
                 f'browser peer "{user_id}": a browser gets a NAT box of its own; give a '
@@ -521,8 +519,7 @@ class Lab:
         """A NAT box for a browser peer and the signaling hook that puts it in Chrome's path."""
         box = self._nat_box(nat, user_id, access_link)
         gateway = NatGateway(user_id, box)
-        self._gateways.append(gateway)
-        self._unhook_gateways[gateway] = self.server.dispatcher.add_rewrite(gateway.rewrite)
+        self._gateways[gateway] = self.server.dispatcher.add_rewrite(gateway.rewrite)
         await self._start_stun()
         self.event_log.add(
             user_id,
@@ -534,11 +531,9 @@ class Lab:
         return gateway
 
     def _drop_gateway(self, gateway: NatGateway) -> None:
-        unhook = self._unhook_gateways.pop(gateway, None)
+        unhook = self._gateways.pop(gateway, None)
         if unhook is not None:
             unhook()
-        if gateway in self._gateways:
-            self._gateways.remove(gateway)
         gateway.close()
 
     def _browser_nat_ice_servers(self, user_id: str, gateway: NatGateway) -> list[dict[str, Any]]:
@@ -611,7 +606,7 @@ class Lab:
             await asyncio.sleep(down_s)
         new = SignalingServer(old.host, old.port, **self._server_settings(self._server_options))
         for gateway in self._gateways:  # browser peers behind NATs stay behind them
-            self._unhook_gateways[gateway] = new.dispatcher.add_rewrite(gateway.rewrite)
+            self._gateways[gateway] = new.dispatcher.add_rewrite(gateway.rewrite)
         await new.start()
         self.server = new
         self.event_log.add("", "", "server-started", new.url)
