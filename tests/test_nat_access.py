@@ -35,6 +35,16 @@ needs_coturn = pytest.mark.skipif(
 )
 
 
+def box_number(number: int, preset: str, **options: Any) -> NatBox:
+    """A box of its own addresses, public 127.1.0.N and inside 127.2.N.0/24."""
+    return NatBox(
+        preset,
+        public_ip=f"127.1.0.{number}",
+        private_network=f"127.2.{number}.0/24",
+        **options,
+    )
+
+
 class Inside:
     """A peer's socket behind ``box``: what the box delivers, with arrival times."""
 
@@ -64,13 +74,7 @@ async def stun_round_trip(inside: Inside, server: StunServer) -> float:
 
 
 async def test_an_access_link_delays_every_packet_crossing_the_box_each_way() -> None:
-    box = NatBox(
-        "symmetric",
-        public_ip="127.1.0.210",
-        private_network="127.2.210.0/24",
-        access_link=LinkConditions(delay_ms=50),
-        inside_name="alice",
-    )
+    box = box_number(210, "symmetric", access_link=LinkConditions(delay_ms=50), inside_name="alice")
     inside = Inside(box)
     try:
         async with StunServer() as server:
@@ -84,12 +88,7 @@ async def test_an_access_link_delays_every_packet_crossing_the_box_each_way() ->
 
 
 async def test_total_loss_blocks_and_is_counted(outside: socket.socket) -> None:
-    box = NatBox(
-        "full-cone",
-        public_ip="127.1.0.211",
-        private_network="127.2.211.0/24",
-        access_link=(LinkConditions(loss=1.0), LinkConditions()),
-    )
+    box = box_number(211, "full-cone", access_link=(LinkConditions(loss=1.0), LinkConditions()))
     inside = Inside(box)
     try:
         async with StunServer() as server:
@@ -109,12 +108,7 @@ async def test_a_rate_limit_spaces_packets_and_its_queue_drops_the_excess(
     outside: socket.socket,
 ) -> None:
     # 1000 bytes at 160 kbit/s: 50 ms each; the queue holds four of them.
-    box = NatBox(
-        "full-cone",
-        public_ip="127.1.0.212",
-        private_network="127.2.212.0/24",
-        access_link=LinkConditions(rate_kbps=160, queue_bytes=4000),
-    )
+    box = box_number(212, "full-cone", access_link=LinkConditions(rate_kbps=160, queue_bytes=4000))
     inside = Inside(box)
     try:
         start = time.monotonic()
@@ -135,12 +129,7 @@ async def test_a_rate_limit_spaces_packets_and_its_queue_drops_the_excess(
 
 
 async def test_a_live_change_applies_to_later_packets() -> None:
-    box = NatBox(
-        "port-restricted-cone",
-        public_ip="127.1.0.213",
-        private_network="127.2.213.0/24",
-        access_link=LinkConditions(delay_ms=50),
-    )
+    box = box_number(213, "port-restricted-cone", access_link=LinkConditions(delay_ms=50))
     inside = Inside(box)
     try:
         async with StunServer() as server:
@@ -156,13 +145,8 @@ async def test_a_live_change_applies_to_later_packets() -> None:
 
 async def test_losses_are_seeded() -> None:
     async def drops(seed: int) -> list[int]:
-        box = NatBox(
-            "full-cone",
-            name="box",
-            public_ip="127.1.0.214",
-            private_network="127.2.214.0/24",
-            access_link=LinkConditions(loss=0.5),
-            seed=seed,
+        box = box_number(
+            214, "full-cone", name="box", access_link=LinkConditions(loss=0.5), seed=seed
         )
         inside = Inside(box)
         try:
