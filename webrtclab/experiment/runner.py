@@ -19,6 +19,7 @@ from ..netem.conditions import LinkConditions
 from ..netem.natbox import NatBox
 from ..netem.relay import Network
 from ..quality import QualityMonitor
+from ..session import PeerSession
 from ..tables import EventRow, StatsRow
 from .results import Result, ResultWriter, load
 from .scenario import Scenario, load_scenario
@@ -46,6 +47,18 @@ def _check_failure_s(retransmissions: int | None) -> float:
     return 0.5 * (2 ** (count + 1) - 1)
 
 
+async def _settled(session: PeerSession) -> None:
+    """Until ``session``'s connection has either connected or failed."""
+    waits = [
+        asyncio.ensure_future(session.connected.wait()),
+        asyncio.ensure_future(session.failed.wait()),
+    ]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(*waits)
+
+
 async def _connect(lab: Lab, scenario: Scenario, failures: asyncio.Future[EventRow]) -> None:
     """Wait until every pair of peers is connected; IceFailedError at the first ICE failure.
 
@@ -71,8 +84,7 @@ async def _connect(lab: Lab, scenario: Scenario, failures: asyncio.Future[EventR
     sessions = [s for peer in lab.peers.values() for s in peer.sessions.values()]
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(SETTLE_S):
-            while not all(s.connected.is_set() or s.failed.is_set() for s in sessions):
-                await asyncio.sleep(0.02)
+            await asyncio.gather(*(_settled(s) for s in sessions))
     behind = [f"{p.name}: {p.nat.name}" for p in scenario.peers if p.nat is not None]
     hint = ""
     if behind and scenario.turn is None:
@@ -183,7 +195,7 @@ async def run_scenario(
         # A peer's box comes with it: its rows so far (the box may be shared and
         # older), then every later one.
         for box in lab.nat_boxes:
-            if all(box is not seen for seen in followed):
+            if box not in followed:
                 followed.append(box)
                 writer.append("nat_bindings", list(box.rows.rows))
                 writer.follow(box.rows)
